@@ -1,0 +1,104 @@
+"""Row LSTM, the PixelRNN layer (van den Oord et al., 2016)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rnnvision.cells.base import Cell, check_positive_int, initializer
+from rnnvision.cells.conv import conv
+from rnnvision.cells.lstm import LSTMCarry, lstm_gates
+
+MASKS = (None, "A", "B")
+
+
+def causal_kernel_mask(kernel_size: int, mask: str | None) -> jax.Array:
+    """(k,) 0/1 taps of a 1-D kernel centred on the current pixel.
+
+    "A": only pixels strictly to the left (a pixel never sees itself);
+    "B": the left pixels and the pixel itself (for layers above the first);
+    None: all taps.
+    """
+    taps = jnp.arange(kernel_size) - kernel_size // 2
+    if mask is None:
+        return jnp.ones((kernel_size,), jnp.float32)
+    return (taps < 0 if mask == "A" else taps <= 0).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowLSTMCell(Cell):
+    r"""Row LSTM: one image row per time step; the state is a row of feature vectors.
+
+    With x_r (W, C) the r-th row and h_{r-1}, c_{r-1} (W, F) the state of the
+    row above (⊛ is a 1-D convolution along the row, `kernel_size` taps, "SAME"):
+      z   = K_is ⊛ x_r + K_ss ⊛ h_{r-1} + b        (gate order i, f, g, o)
+      c_r = sigmoid(f) * c_{r-1} + sigmoid(i) * tanh(g)
+      h_r = sigmoid(o) * tanh(c_r)
+
+    With `mask="A"` the input-to-state kernel K_is only sees pixels strictly to
+    the left of the current one, so output (r, c) depends only on pixels before
+    (r, c) in raster order (rows above through the state; the row's left part
+    through K_is): the layer can model pixels autoregressively. `mask="B"` also
+    lets a pixel see itself (for stacked layers above a mask-A layer). The
+    state-to-state kernel is never masked: the whole row above is in the past.
+    With one input channel the channel masks of PixelRNN are not needed; with
+    several, the spatial mask alone is applied (all channels of earlier pixels).
+
+    Parameters: {"w_x": (k, C, 4F), "w_h": (k, F, 4F), "b": (4F,)}; the mask is
+    applied at every use, so masked taps stay zero whatever the optimizer does.
+    Carry: LSTMCarry(c, h), each (*batch, W, F). Output: h_r (*batch, W, F).
+
+    The plain "rows as time steps" reading (an LSTM whose step input is the
+    flattened row) is the `lstm` cell fed (B, H, W*C) sequences.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnvision
+      >>> cell = rnnvision.cells.get("row_lstm", features=8, mask="A")
+      >>> params = cell.init(jax.random.key(0), (28, 1))
+      >>> carry = cell.initial_carry(params, (2, 28, 1))
+      >>> carry, y = cell.step(params, carry, jnp.ones((2, 28, 1)))
+      >>> y.shape
+      (2, 28, 8)
+    """
+
+    features: int = 64
+    kernel_size: int = 3
+    mask: str | None = None
+    forget_bias: float = 1.0
+    kernel_init: str = "lecun_normal"
+    recurrent_init: str = "lecun_normal"
+
+    def validate(self):
+        check_positive_int(self.features, "features")
+        check_positive_int(self.kernel_size, "kernel_size")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size={self.kernel_size} must be odd (a centred 1-D kernel)")
+        if self.mask not in MASKS:
+            raise ValueError(f"mask={self.mask!r}; allowed: {MASKS}")
+        initializer(self.kernel_init, field="kernel_init")
+        initializer(self.recurrent_init, field="recurrent_init")
+
+    def init(self, key, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"row_lstm takes rows of shape (W, C); got input_shape={tuple(input_shape)}")
+        k, f, c_in = self.kernel_size, self.features, input_shape[-1]
+        k_x, k_h = jax.random.split(key)
+        w_x = initializer(self.kernel_init, field="kernel_init")(k_x, (k, c_in, 4 * f))
+        w_h = initializer(self.recurrent_init, field="recurrent_init")(k_h, (k, f, 4 * f))
+        w_x = w_x * causal_kernel_mask(k, self.mask)[:, None, None]
+        b = jnp.zeros((4 * f,), jnp.float32).at[f:2 * f].set(self.forget_bias)
+        return {"w_x": w_x, "w_h": w_h, "b": b}
+
+    def initial_carry(self, params, x_shape):
+        zeros = jnp.zeros((*x_shape[:-1], self.features), jnp.float32)
+        return LSTMCarry(c=zeros, h=zeros)
+
+    def project_inputs(self, params, x):
+        w_x = params["w_x"] * causal_kernel_mask(self.kernel_size, self.mask)[:, None, None]
+        return conv(x, w_x, "SAME", self.dtype) + params["b"]
+
+    def step_projected(self, params, carry, px):
+        new = lstm_gates(px + conv(carry.h, params["w_h"], "SAME", self.dtype), carry.c)
+        return new, new.h

@@ -1,0 +1,30 @@
+"""Helpers shared by the experiment configs."""
+
+from __future__ import annotations
+
+import os
+
+from rnnvision.data.mnist import IDX_IMAGES, IDX_LABELS, default_mnist_dir
+
+
+def variants(arg: str | None, known: dict) -> list[str]:
+    """"gru,idx" -> ["gru", "idx"], each checked against `known` (name -> description)."""
+    names = [v.strip() for v in (arg or "").split(",") if v.strip()]
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown config variant {name!r}; known variants: "
+                             + "; ".join(f"{k} ({v})" for k, v in known.items()))
+    return names
+
+
+def use_real_mnist(data) -> None:
+    """Points `data` at the real MNIST t10k[0:8000] IDX files: first 7000 train, last 1000 eval.
+
+    The directory is $RNNVISION_MNIST_DIR or ../shared/data/mnist next to the repo.
+    """
+    directory = default_mnist_dir() or os.environ.get("RNNVISION_MNIST_DIR", "../shared/data/mnist")
+    data.source = "idx"
+    data.idx_images = os.path.join(directory, IDX_IMAGES)
+    data.idx_labels = os.path.join(directory, IDX_LABELS)
+    data.train_slice = "0:7000"
+    data.eval_slice = "7000:8000"

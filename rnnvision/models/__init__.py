@@ -1,0 +1,1 @@
+"""Models built from cells: classifiers, video predictors, captioning decoders."""

@@ -1,0 +1,90 @@
+"""The command line every experiment shares:
+
+    python -m experiments.<name> --config=configs/<name>.py[:variant] --workdir=DIR \
+        [--config.a.b=value ...]
+
+Bad configs stop before any compute with a message naming the field, the value
+and what is allowed; exit codes: 2 bad config/workdir, 1 non-finite loss,
+128+signal when stopped by SIGTERM/SIGINT (after saving a checkpoint).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from rnnvision.train import config as config_lib, loop, workdir as workdir_lib
+from rnnvision.train.interrupt import Interrupted
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+
+
+def _load_config(argv: list[str]):
+    """The config named by --config=path[:arg] in argv, without the overrides."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None:
+        return None
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_rnnvision_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def _unknown_field_message(argv: list[str]) -> str | None:
+    """For --config.x.y=v overrides naming fields the config lacks, a readable message."""
+    config = _load_config(argv)
+    for arg in (a for a in argv if a.startswith("--config.") and config is not None):
+        parts = arg[len("--config."):].split("=", 1)[0].split(".")
+        node = config
+        for i, part in enumerate(parts):
+            if not hasattr(node, "keys"):
+                break
+            if part not in node:
+                here = ".".join(parts[:i]) or "<top level>"
+                return (f"config field {'.'.join(parts)!r} does not exist; fields under {here}: "
+                        f"{sorted(node.keys())}")
+            node = node[part]
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        print(f"error: {_unknown_field_message(argv) or e}", file=sys.stderr)
+        sys.exit(2)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(argv) -> None:
+    del argv
+    if _WORKDIR.value is None:
+        print("error: --workdir is required", file=sys.stderr)
+        sys.exit(2)
+    logging.set_verbosity(logging.INFO)
+    try:
+        results = loop.run(_CONFIG.value, _WORKDIR.value)
+    except (config_lib.ConfigError, workdir_lib.ConfigMismatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except loop.NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + e.signum)
+    summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in sorted(results.items()) if "/" not in k)
+    print(f"results ({_WORKDIR.value}/results.json): {summary}")
+
+
+def main() -> None:
+    app.run(_main, flags_parser=parse_flags)

@@ -1,0 +1,153 @@
+"""`run(config, workdir)`: the generic training loop every experiment uses.
+
+    train -> (periodic eval, checkpoints, metrics) -> final eval -> results.json, figures
+
+Re-running with the same workdir resumes from the latest checkpoint; at the
+final step it only evaluates. The loop knows nothing of any particular task.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from rnnvision import tasks
+from rnnvision.train import checkpoint, config as config_lib, optim, parallel, state as state_lib
+from rnnvision.train import workdir as workdir_lib
+from rnnvision.train.interrupt import Interrupted, StopOnSignal
+from rnnvision.train.progress import Progress
+from rnnvision.train.step import make_train_step
+from rnnvision.train.writer import MetricWriter, read_jsonl, write_json
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN/Inf (and train.nonfinite is "stop")."""
+
+    def __init__(self, step: int, quantity: str, value: float, last_checkpoint: int | None):
+        kept = (f"the last checkpoint (step {last_checkpoint}) is intact" if last_checkpoint
+                else "no checkpoint was saved")
+        super().__init__(f"step {step}: non-finite {quantity} ({value}); stopping. {kept}. "
+                         "Lower optim.learning_rate, clip gradients (optim.clip.method), or "
+                         "skip such updates with --config.train.nonfinite=skip.")
+        self.step, self.quantity = step, quantity
+
+
+def import_extra_modules(names: str) -> None:
+    """Imports the comma-separated modules of config.extra_imports (e.g. custom cells)."""
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise config_lib.ConfigError("extra_imports", name, f"an importable module ({e})") from None
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) and evaluates; returns the final results dict."""
+    return train_and_evaluate(config, workdir)[1]
+
+
+def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict[str, Any]]:
+    """`run`, also returning the final TrainState (on the host)."""
+    import_extra_modules(config.extra_imports)
+    parallel.initialize_distributed(config.distributed)
+    dp = parallel.DataParallel()
+    config_lib.validate(config, dp.num_global)
+    task = tasks.build(config)
+    is_main = dp.process_index == 0
+    workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main)
+
+    tx = optim.make_optimizer(config.optim, config.train.num_steps)
+    rng = jax.random.key(config.seed)
+    train_state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx)
+    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+    start = ckpt.latest_step() or 0
+    if start:
+        train_state = ckpt.restore(start, train_state)
+        logging.info("resumed from %s at step %d", ckpt.directory, start)
+    writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
+    apply = dp.make_apply()
+    try:
+        if start < config.train.num_steps:
+            train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply)
+        results = _final_eval(config, task, train_state, apply, workdir, writer, is_main)
+    finally:
+        writer.close()
+        ckpt.close()
+    return train_state, results
+
+
+def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
+    cfg = config.train
+    step_fn = make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip), parallel.AXIS)
+    p_step = dp.pmap_train_step(step_fn)
+    rep_state = dp.replicate(train_state)
+    rep_rng = dp.replicate(jax.random.key_data(jax.random.fold_in(rng, 1)))
+    rows = dp.process_rows(cfg.batch_size)
+    window: list[dict] = []
+    last_saved = start or None
+    with StopOnSignal() as stop, Progress(cfg.num_steps, start, cfg.progress and dp.process_index == 0) as bar:
+        for step in range(start + 1, cfg.num_steps + 1):
+            batch = dp.shard(task.train_batch(step - 1, rows))
+            rep_state, metrics = p_step(rep_state, batch, rep_rng)
+            metrics = jax.tree.map(lambda m: float(np.asarray(m)[0]), metrics)
+            _check_finite(metrics, step, cfg.nonfinite, last_saved, writer)
+            window.append(metrics)
+            bar.update(step, metrics["loss"])
+            if step % cfg.log_every == 0 or step == cfg.num_steps:
+                writer.write(step, _summarize(window, bar.steps_per_second()))
+                window = []
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
+                params = dp.unreplicate(rep_state).params
+                writer.write(step, {f"eval/{k}": v for k, v in task.evaluate(params, apply).items()})
+            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop.signum:
+                ckpt.save(step, dp.unreplicate(rep_state))
+                last_saved = step
+            if stop.signum:
+                writer.flush()
+                raise Interrupted(stop.signum, step)
+    return dp.unreplicate(rep_state)
+
+
+def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> None:
+    if metrics["finite"]:
+        return
+    quantity = "loss" if not math.isfinite(metrics["loss"]) else "gradient (global norm)"
+    value = metrics["loss"] if quantity == "loss" else metrics["grad_norm"]
+    if policy == "skip":
+        logging.warning("step %d: non-finite %s (%s); update skipped", step, quantity, value)
+        return
+    writer.write(step, metrics)
+    writer.flush()
+    raise NonFiniteError(step, quantity, value, last_saved)
+
+
+def _summarize(window: list[dict], steps_per_second: float) -> dict:
+    """Means over the logging window; `clipped` becomes the fraction of steps clipped."""
+    out = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+    out["skipped"] = float(sum(1 - m["finite"] for m in window))
+    out.pop("finite")
+    out["steps_per_second"] = steps_per_second
+    return out
+
+
+def _final_eval(config, task, train_state, apply, workdir, writer, is_main) -> dict:
+    step = int(train_state.step)
+    t0 = time.time()
+    results = task.evaluate(train_state.params, apply)
+    results = {**results, "step": step, "skipped_updates": int(train_state.num_skipped),
+               "eval_seconds": time.time() - t0}
+    if is_main:
+        writer.write(step, {f"eval/{k}": v for k, v in results.items() if k != "step"})
+        writer.flush()
+        write_json(os.path.join(workdir, "results.json"), results)
+        history = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        figures = task.figures(train_state.params, apply, os.path.join(workdir, "figures"), history)
+        logging.info("figures: %s", figures)
+    return results

@@ -1,0 +1,59 @@
+"""The pure training step the trainer builds from a task's loss."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from rnnvision.train.state import TrainState
+
+# loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
+                    clipper: optax.GradientTransformation, axis_name: str | None = None):
+    """Returns `train_step(state, batch, rng) -> (state, metrics)`, pure and jit-able.
+
+    With `axis_name` (inside pmap) gradients and metrics are averaged over the
+    devices with `lax.pmean`. The update is applied only when the loss and the
+    gradient are finite; otherwise the state is returned unchanged and
+    `metrics["finite"]` is 0 (the host then stops, or with nonfinite="skip"
+    counts the skip). `rng` is the run's base key; the step's key is derived
+    from it and the step number, so a resumed run draws the same keys.
+    """
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):  # raw key data (e.g. replicated)
+            rng = jax.random.wrap_key_data(rng)
+        rng = jax.random.fold_in(rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        if axis_name is not None:
+            loss, aux, grads = lax.pmean((loss, aux, grads), axis_name)
+        clipped, _ = clipper.update(grads, clipper.init(state.params), state.params)
+        updates, opt_state = tx.update(clipped, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
+        clipped_norm = optax.global_norm(clipped)
+        metrics = dict(aux, loss=loss, grad_norm=grad_norm, clipped_grad_norm=clipped_norm,
+                       clipped=(clipped_norm < grad_norm * (1 - 1e-6)).astype(jnp.float32),
+                       update_norm=optax.global_norm(updates),
+                       param_norm=optax.global_norm(new_state.params),
+                       finite=finite.astype(jnp.float32))
+        return new_state, metrics
+
+    return train_step

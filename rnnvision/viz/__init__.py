@@ -1,0 +1,1 @@
+"""Figures: learning curves, digit grids, frame grids and GIFs, attention maps."""

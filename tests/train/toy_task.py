@@ -1,0 +1,75 @@
+"""A tiny task for trainer tests: predict the running sum of a random sequence's first feature.
+
+Registered as "toy_sum". Data are a pure function of (seed, step), like every
+rnnvision task, so resumed and multi-device runs can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rnnvision import cells, recurrence, tasks
+from rnnvision.tasks.base import Task
+from rnnvision.train.config import base_config
+
+STEPS, FEATURES = 6, 3
+
+
+def get_config(**overrides) -> ml_collections.ConfigDict:
+    c = base_config()
+    c.task = "toy_sum"
+    c.model = ml_collections.ConfigDict({"cell": "lstm", "hidden_size": 8, "nan_at_step": -1})
+    c.train.num_steps, c.train.batch_size = 8, 8
+    c.train.log_every, c.train.checkpoint_every = 2, 4
+    c.train.progress = False
+    c.optim.learning_rate = 1e-2
+    c.eval.batch_size = 16
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def batch_for(seed: int, step: int, size: int) -> dict:
+    rng = np.random.default_rng([seed, step])
+    x = rng.normal(size=(size, STEPS, FEATURES)).astype(np.float32)
+    return {"x": x, "y": np.cumsum(x[..., 0], axis=1).astype(np.float32), "step": np.full((size,), step)}
+
+
+class ToySumTask(Task):
+    def __init__(self, config):
+        super().__init__(config)
+        self.cell = cells.get(config.model.cell, hidden_size=config.model.hidden_size)
+
+    def init_params(self, rng):
+        return {"cell": self.cell.init(rng, (FEATURES,)), "w": jnp.zeros((self.cell.hidden_size,))}
+
+    def predict(self, params, batch):
+        carry = self.cell.initial_carry(params["cell"], batch["x"][:, 0].shape)
+        _, ys = recurrence.unroll(self.cell, params["cell"], carry, batch["x"],
+                                  truncation=self.config.train.truncation or None)
+        return ys @ params["w"]
+
+    def loss(self, params, batch, rng):
+        err = self.predict(params, batch) - batch["y"]
+        loss = jnp.mean(err ** 2)
+        # Fault injection for tests: a NaN loss at one chosen step.
+        loss = jnp.where(batch["step"][0] == self.config.model.nan_at_step, jnp.nan, loss)
+        return loss, {"mae": jnp.mean(jnp.abs(err))}
+
+    def train_batch(self, step, rows):
+        b = batch_for(self.config.seed, step, self.config.train.batch_size)
+        return {k: v[rows] for k, v in b.items()}
+
+    def evaluate(self, params, apply):
+        b = batch_for(10_000 + self.config.seed, 0, 32)
+        pred = apply(self.predict, params, b)
+        return {"mse": float(np.mean((pred - b["y"]) ** 2))}
+
+
+tasks.register("toy_sum", f"{__name__}:ToySumTask")

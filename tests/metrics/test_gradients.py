@@ -1,0 +1,82 @@
+"""Gradient diagnostics against numpy on flattened trees."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnvision import metrics
+
+
+def _tree(seed):
+    rng = np.random.default_rng(seed)
+    return {"cell": {"w": rng.standard_normal((4, 3)).astype(np.float32),
+                     "b": rng.standard_normal(3).astype(np.float32)},
+            "head": [rng.standard_normal((3, 2)).astype(np.float32)]}
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree.leaves(tree)])
+
+
+def test_global_norm_matches_numpy():
+    tree = _tree(0)
+    assert float(metrics.global_norm(tree)) == pytest.approx(np.linalg.norm(_flat(tree)),
+                                                             rel=1e-6)
+    assert float(metrics.global_norm({})) == 0.0
+    bf16 = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), tree)
+    assert metrics.global_norm(bf16).dtype == jnp.float32
+
+
+def test_cosine_similarity_matches_numpy():
+    a, b = _tree(0), _tree(1)
+    fa, fb = _flat(a), _flat(b)
+    want = fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb))
+    assert float(metrics.cosine_similarity(a, b)) == pytest.approx(want, abs=1e-6)
+    neg_2a = jax.tree.map(lambda x: -2 * x, a)
+    assert float(metrics.cosine_similarity(a, neg_2a)) == pytest.approx(-1.0, abs=1e-6)
+    zeros = jax.tree.map(np.zeros_like, a)
+    assert float(metrics.cosine_similarity(a, zeros)) == 0.0
+    with pytest.raises(ValueError):
+        metrics.cosine_similarity(a, {"cell": a["cell"]})
+
+
+def test_relative_norm_error_matches_numpy_and_is_jittable():
+    approx, exact = _tree(0), _tree(1)
+    want = np.linalg.norm(_flat(approx) - _flat(exact)) / np.linalg.norm(_flat(exact))
+    got = jax.jit(metrics.relative_norm_error)(approx, exact)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    assert float(metrics.relative_norm_error(exact, exact)) == 0.0
+
+
+def _matrix_with_spectrum(singular_values, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((shape[0], shape[0])))
+    v, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
+    s = np.zeros(shape)
+    s[np.arange(len(singular_values)), np.arange(len(singular_values))] = singular_values
+    return (u @ s @ v.T).astype(np.float32)
+
+
+def test_largest_singular_value_exact_and_power_iteration():
+    m = _matrix_with_spectrum([3.0, 1.5, 1.0, 0.5, 0.1], (7, 5))
+    want = np.linalg.svd(m.astype(np.float64), compute_uv=False)[0]
+    assert want == pytest.approx(3.0, rel=1e-5)
+    assert float(metrics.largest_singular_value(m)) == pytest.approx(want, rel=1e-5)
+    # sigma_2 / sigma_1 = 1/2: 30 steps converge far below float32 precision.
+    power = metrics.largest_singular_value
+    assert float(power(m, 30)) == pytest.approx(want, rel=1e-5)
+    # Few steps: a lower bound that is not yet converged (so the iteration count matters).
+    one_step = float(power(m, 1))
+    assert one_step <= want * (1 + 1e-6) and one_step < float(power(m, 30))
+
+
+def test_largest_singular_value_power_iteration_on_random_matrix():
+    m = np.random.default_rng(2).standard_normal((7, 5)).astype(np.float32)
+    want = np.linalg.svd(m.astype(np.float64), compute_uv=False)[0]
+    got = metrics.largest_singular_value(m, num_iters=200, key=jax.random.PRNGKey(3))
+    assert float(got) == pytest.approx(want, rel=1e-4)
+    # Inside jit, with a traced iteration count.
+    jitted = jax.jit(lambda m, k: metrics.largest_singular_value(m, num_iters=k))
+    assert float(jitted(m, 200)) == pytest.approx(want, rel=1e-4)
+    assert float(metrics.largest_singular_value(np.zeros((7, 5)), num_iters=5)) == 0.0

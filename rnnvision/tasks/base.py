@@ -30,8 +30,22 @@ class Task:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 
+    def attach_workdir(self, workdir: str, is_main: bool) -> None:
+        """Called once before training with the run directory (e.g. to save or load a
+        vocabulary there); `is_main` is True on the process that writes files."""
+
     def init_params(self, rng: jax.Array) -> Any:
         raise NotImplementedError
+
+    def init_stream(self, batch_size: int) -> Any:
+        """Streaming tasks (TBPTT over long sequences) return the initial state carried
+        across optimizer steps for a per-device batch of `batch_size`; others None.
+
+        A streaming task's `loss` takes it as a 4th argument and returns
+        `(loss, (metrics, new_stream))`; the trainer keeps it in `TrainState.stream`,
+        one per device, and checkpoints it, so a resumed run continues the stream.
+        """
+        return None
 
     def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
         """Pure: (mean loss over the (per-device) batch, dict of scalar metrics)."""

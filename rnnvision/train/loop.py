@@ -62,10 +62,12 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     task = tasks.build(config)
     is_main = dp.process_index == 0
     workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main)
+    task.attach_workdir(workdir, is_main)
 
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
     rng = jax.random.key(config.seed)
-    train_state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx)
+    stream = _initial_stream(task, dp, config.train.batch_size)
+    train_state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx, stream)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
     start = ckpt.latest_step() or 0
     if start:
@@ -74,20 +76,36 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
     apply = dp.make_apply()
     try:
-        if start < config.train.num_steps:
+        trained = start < config.train.num_steps
+        if trained:
             train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply)
-        results = _final_eval(config, task, train_state, apply, workdir, writer, is_main)
+        # A re-run of a finished workdir only evaluates: results.json and figures are
+        # rewritten, metrics.jsonl already holds the final row.
+        results = _final_eval(task, train_state, apply, workdir, writer if trained else None, is_main)
     finally:
         writer.close()
         ckpt.close()
     return train_state, results
 
 
+def _initial_stream(task, dp, global_batch_size: int):
+    """A streaming task's initial state, one copy per local device (None otherwise)."""
+    stream = task.init_stream(global_batch_size // dp.num_global)
+    if stream is None:
+        return None
+    if dp.process_count > 1:
+        raise NotImplementedError(
+            "streaming tasks (state carried across steps) run on one host with any number of "
+            "local devices; multi-host streaming checkpoints are not supported")
+    return dp.stack_per_device(stream)
+
+
 def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
     cfg = config.train
-    step_fn = make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip), parallel.AXIS)
+    step_fn = make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip), parallel.AXIS,
+                              streaming=train_state.stream is not None)
     p_step = dp.pmap_train_step(step_fn)
-    rep_state = dp.replicate(train_state)
+    rep_state = dp.place_state(train_state)
     rep_rng = dp.replicate(jax.random.key_data(jax.random.fold_in(rng, 1)))
     rows = dp.process_rows(cfg.batch_size)
     window: list[dict] = []
@@ -104,15 +122,15 @@ def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
                 writer.write(step, _summarize(window, bar.steps_per_second()))
                 window = []
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
-                params = dp.unreplicate(rep_state).params
+                params = dp.unreplicate(rep_state.params)
                 writer.write(step, {f"eval/{k}": v for k, v in task.evaluate(params, apply).items()})
             if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop.signum:
-                ckpt.save(step, dp.unreplicate(rep_state))
+                ckpt.save(step, dp.host_state(rep_state))
                 last_saved = step
             if stop.signum:
                 writer.flush()
                 raise Interrupted(stop.signum, step)
-    return dp.unreplicate(rep_state)
+    return dp.host_state(rep_state)
 
 
 def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> None:
@@ -137,15 +155,16 @@ def _summarize(window: list[dict], steps_per_second: float) -> dict:
     return out
 
 
-def _final_eval(config, task, train_state, apply, workdir, writer, is_main) -> dict:
+def _final_eval(task, train_state, apply, workdir, writer, is_main) -> dict:
     step = int(train_state.step)
     t0 = time.time()
     results = task.evaluate(train_state.params, apply)
     results = {**results, "step": step, "skipped_updates": int(train_state.num_skipped),
                "eval_seconds": time.time() - t0}
     if is_main:
-        writer.write(step, {f"eval/{k}": v for k, v in results.items() if k != "step"})
-        writer.flush()
+        if writer is not None:
+            writer.write(step, {f"eval/{k}": v for k, v in results.items() if k != "step"})
+            writer.flush()
         write_json(os.path.join(workdir, "results.json"), results)
         history = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         figures = task.figures(train_state.params, apply, os.path.join(workdir, "figures"), history)

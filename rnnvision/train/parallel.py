@@ -71,6 +71,20 @@ class DataParallel:
     def unreplicate(tree: Any) -> Any:
         return jax.tree.map(lambda x: x[0], tree)
 
+    def place_state(self, state: Any) -> Any:
+        """Host TrainState -> devices: replicated, except `stream`, already one per device."""
+        stream = None if state.stream is None else self._put(jax.device_get(state.stream))
+        return self.replicate(state.replace(stream=None)).replace(stream=stream)
+
+    def host_state(self, state: Any) -> Any:
+        """Devices -> host TrainState: one copy, except `stream`, kept one per device."""
+        stream = None if state.stream is None else jax.device_get(state.stream)
+        return self.unreplicate(state.replace(stream=None)).replace(stream=stream)
+
+    def stack_per_device(self, tree: Any) -> Any:
+        """The same value for every local device, stacked on a leading axis (host numpy)."""
+        return jax.tree.map(lambda x: np.stack([np.asarray(x)] * self.num_local), tree)
+
     def pmap_train_step(self, train_step: Callable) -> Callable:
         # The base RNG key is replicated too (in_axes 0) so every argument lives on the devices.
         return jax.pmap(train_step, axis_name=AXIS, donate_argnums=(0,))

@@ -22,8 +22,10 @@ class TrainState:
     params: Any
     opt_state: Any
     num_skipped: jax.Array  # updates skipped for a non-finite loss/gradient
+    stream: Any = None      # streaming tasks: per-device state carried across steps,
+                            # stacked (num_local_devices, ...) on the host
 
 
-def create(params: Any, tx: optax.GradientTransformation) -> TrainState:
+def create(params: Any, tx: optax.GradientTransformation, stream: Any = None) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      num_skipped=jnp.zeros((), jnp.int32))
+                      num_skipped=jnp.zeros((), jnp.int32), stream=stream)

@@ -16,7 +16,8 @@ LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    clipper: optax.GradientTransformation, axis_name: str | None = None):
+                    clipper: optax.GradientTransformation, axis_name: str | None = None,
+                    streaming: bool = False):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, pure and jit-able.
 
     With `axis_name` (inside pmap) gradients and metrics are averaged over the
@@ -25,6 +26,10 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     `metrics["finite"]` is 0 (the host then stops, or with nonfinite="skip"
     counts the skip). `rng` is the run's base key; the step's key is derived
     from it and the step number, so a resumed run draws the same keys.
+
+    With `streaming`, `loss_fn(params, batch, rng, state.stream)` returns
+    `(loss, (metrics, new_stream))` and the new stream is kept in the state
+    (also after a skipped update, so the stream stays aligned with the data).
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -33,7 +38,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         rng = jax.random.fold_in(rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        if streaming:
+            grad_fn = jax.value_and_grad(lambda p: loss_fn(p, batch, rng, state.stream), has_aux=True)
+            (loss, (aux, stream)), grads = grad_fn(state.params)
+        else:
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+            stream = None
         if axis_name is not None:
             loss, aux, grads = lax.pmean((loss, aux, grads), axis_name)
         clipped, _ = clipper.update(grads, clipper.init(state.params), state.params)
@@ -47,7 +57,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
             step=state.step + 1,
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
-            num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
+            num_skipped=state.num_skipped + (~finite).astype(jnp.int32),
+            stream=stream)
         clipped_norm = optax.global_norm(clipped)
         metrics = dict(aux, loss=loss, grad_norm=grad_norm, clipped_grad_norm=clipped_norm,
                        clipped=(clipped_norm < grad_norm * (1 - 1e-6)).astype(jnp.float32),

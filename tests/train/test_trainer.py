@@ -1,0 +1,132 @@
+"""The trainer on a toy task: clipping, non-finite policy, resume, config checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import toy_task  # noqa: E402
+
+from rnnvision.train import loop, optim, state as state_lib  # noqa: E402
+from rnnvision.train.config import ConfigError  # noqa: E402
+from rnnvision.train.step import make_train_step  # noqa: E402
+from rnnvision.train.workdir import ConfigMismatchError  # noqa: E402
+
+
+def _params(state):
+    return jax.tree.leaves(jax.device_get(state.params))
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_step_is_clipped_adam_step():
+    config = toy_task.get_config(**{"optim.clip.threshold": 0.05})
+    task = toy_task.ToySumTask(config)
+    params = task.init_params(jax.random.key(0))
+    tx = optim.make_optimizer(config.optim, 10)
+    step = jax.jit(make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip)))
+    batch = task.train_batch(0, slice(None))
+    new_state, metrics = step(state_lib.create(params, tx), batch, jax.random.key(1))
+
+    grads = jax.grad(lambda p: task.loss(p, batch, None)[0])(params)
+    norm = optax.global_norm(grads)
+    assert float(norm) > 0.05  # the threshold is active in this case
+    np.testing.assert_allclose(metrics["grad_norm"], norm, rtol=1e-6)
+    np.testing.assert_allclose(metrics["clipped_grad_norm"], 0.05, rtol=1e-5)
+    assert metrics["clipped"] == 1.0
+    clipped = jax.tree.map(lambda g: g * 0.05 / norm, grads)
+    updates, _ = tx.update(clipped, tx.init(params), params)
+    expected = optax.apply_updates(params, updates)
+    for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert int(new_state.step) == 1
+
+
+@pytest.mark.parametrize("method,threshold", [("none", 1.0), ("global_norm", 0.1),
+                                              ("value", 0.01), ("adaptive", 0.01)])
+def test_clipping_methods_bound_what_they_promise(method, threshold):
+    grads = {"w": jax.numpy.array([[3.0, -4.0], [0.5, 0.0]]), "b": jax.numpy.array([0.2, -0.1])}
+    params = {"w": jax.numpy.ones((2, 2)), "b": jax.numpy.ones((2,))}
+    clipper = optim.make_clipper(toy_task.get_config(**{
+        "optim.clip.method": method, "optim.clip.threshold": threshold}).optim.clip)
+    out, _ = clipper.update(grads, clipper.init(params), params)
+    if method == "none":
+        assert optax.global_norm(out) == optax.global_norm(grads)
+    elif method == "global_norm":
+        np.testing.assert_allclose(optax.global_norm(out), threshold, rtol=1e-6)
+    elif method == "value":
+        assert max(float(abs(x).max()) for x in jax.tree.leaves(out)) <= threshold + 1e-7
+    else:  # AGC: unit-wise ||g|| <= threshold * max(||p||, 1e-3)
+        assert float(jax.numpy.linalg.norm(out["w"][:, 0])) <= threshold * np.sqrt(2) + 1e-6
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full, _ = loop.train_and_evaluate(toy_task.get_config(), str(tmp_path / "full"))
+    half = str(tmp_path / "half")
+    loop.run(toy_task.get_config(**{"train.num_steps": 4}), half)
+    resumed, results = loop.train_and_evaluate(toy_task.get_config(), half)
+    for a, b in zip(_params(full), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    steps = [r["step"] for r in _rows(half) if "loss" in r]
+    assert steps == [2, 4, 6, 8]  # nothing duplicated, nothing missing
+    assert results["step"] == 8
+
+    # At the final step a re-run only evaluates: same results, no new metrics rows.
+    before = _rows(half)
+    _, again = loop.train_and_evaluate(toy_task.get_config(), half)
+    assert again["mse"] == results["mse"] and _rows(half) == before
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
+    workdir = str(tmp_path / "nan")
+    with pytest.raises(loop.NonFiniteError, match=r"step 6: non-finite loss") as info:
+        loop.run(toy_task.get_config(**{"model.nan_at_step": 5}), workdir)
+    assert "step 4" in str(info.value)  # the last checkpoint, intact
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4"]
+    state, _ = loop.train_and_evaluate(
+        toy_task.get_config(**{"model.nan_at_step": 5, "train.num_steps": 4}), workdir)
+    assert all(np.isfinite(x).all() for x in _params(state))
+
+
+def test_nonfinite_skip_policy_skips_and_counts(tmp_path):
+    config = toy_task.get_config(**{"model.nan_at_step": 5, "train.nonfinite": "skip"})
+    state, results = loop.train_and_evaluate(config, str(tmp_path / "skip"))
+    assert results["skipped_updates"] == 1 and int(state.step) == 8
+    assert all(np.isfinite(x).all() for x in _params(state))
+
+
+def test_changed_model_config_refuses_to_resume(tmp_path):
+    workdir = str(tmp_path / "run")
+    loop.run(toy_task.get_config(**{"train.num_steps": 2}), workdir)
+    changed = toy_task.get_config(**{"model.hidden_size": 16})
+    with pytest.raises(ConfigMismatchError, match=r"model\.hidden_size: 8 -> 16"):
+        loop.run(changed, workdir)
+    # A resume-safe field (more steps) is accepted.
+    assert loop.run(toy_task.get_config(**{"train.num_steps": 4}), workdir)["step"] == 4
+
+
+@pytest.mark.parametrize("field,value", [
+    ("train.truncation", -1), ("optim.clip.threshold", 0.0), ("optim.clip.threshold", -2.0),
+    ("train.batch_size", 0), ("optim.learning_rate", 0.0), ("optim.clip.method", "norm"),
+    ("train.nonfinite", "ignore"), ("optim.optimizer", "adamax"), ("seed", -3),
+])
+def test_bad_config_values_are_rejected_naming_the_field(tmp_path, field, value):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        loop.run(toy_task.get_config(**{field: value}), str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")  # stopped before any compute
+
+
+def test_batch_not_divisible_by_devices_is_rejected():
+    from rnnvision.train.config import validate
+    with pytest.raises(ConfigError, match=r"train\.batch_size=10 .*multiple of the device count \(4\)"):
+        validate(toy_task.get_config(**{"train.batch_size": 10}), num_devices=4)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from rnnvision.data.mnist import IDX_IMAGES, IDX_LABELS, default_mnist_dir
+from rnnvision.data.mnist import (MNIST_DIR_ENV, MNIST_SUBSET_EVAL_SLICE, MNIST_SUBSET_IMAGES,
+                                  MNIST_SUBSET_LABELS, MNIST_SUBSET_TRAIN_SLICE, default_mnist_dir)
 
 
 def variants(arg: str | None, known: dict) -> list[str]:
@@ -22,9 +23,9 @@ def use_real_mnist(data) -> None:
 
     The directory is $RNNVISION_MNIST_DIR or ../shared/data/mnist next to the repo.
     """
-    directory = default_mnist_dir() or os.environ.get("RNNVISION_MNIST_DIR", "../shared/data/mnist")
+    directory = str(default_mnist_dir() or os.environ.get(MNIST_DIR_ENV, "../shared/data/mnist"))
     data.source = "idx"
-    data.idx_images = os.path.join(directory, IDX_IMAGES)
-    data.idx_labels = os.path.join(directory, IDX_LABELS)
-    data.train_slice = "0:7000"
-    data.eval_slice = "7000:8000"
+    data.idx_images = os.path.join(directory, MNIST_SUBSET_IMAGES)
+    data.idx_labels = os.path.join(directory, MNIST_SUBSET_LABELS)
+    data.train_slice = MNIST_SUBSET_TRAIN_SLICE
+    data.eval_slice = MNIST_SUBSET_EVAL_SLICE

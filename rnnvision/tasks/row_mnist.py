@@ -114,7 +114,8 @@ class RowMnistTask(Task):
         from rnnvision.viz import curves, digits
 
         logits = self.eval_logits(params, apply)
-        paths = [curves.plot_history(history, ["loss", "accuracy", "eval/accuracy"],
+        paths = [curves.plot_history(history, ["loss", "accuracy", "eval/accuracy", "grad_norm",
+                                               "clipped"],
                                      os.path.join(outdir, "learning_curves.png")),
                  digits.prediction_grid(self.eval_images[:32], self.eval_labels[:32],
                                         logits[:32].argmax(-1),

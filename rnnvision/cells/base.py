@@ -112,11 +112,16 @@ class Cell:
     def dtype(self) -> jnp.dtype:
         return jnp.dtype(self.compute_dtype)
 
+    @property
+    def accum_dtype(self) -> jnp.dtype:
+        """float32, or float64 when compute_dtype is float64 (never narrower than compute)."""
+        return jnp.promote_types(jnp.float32, self.dtype)
+
     def matmul(self, x: Array, w: Array) -> Array:
-        """x @ w in compute_dtype with float32 accumulation and result."""
+        """x @ w in compute_dtype with float32 (float64 for float64) accumulation and result."""
         return jnp.matmul(x.astype(self.dtype), w.astype(self.dtype),
-                          preferred_element_type=jnp.float32).astype(
-                              jnp.promote_types(jnp.float32, x.dtype))
+                          preferred_element_type=self.accum_dtype).astype(
+                              jnp.promote_types(self.accum_dtype, x.dtype))
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

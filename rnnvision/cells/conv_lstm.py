@@ -12,6 +12,9 @@ from rnnvision.cells.conv import conv
 from rnnvision.cells.lstm import LSTMCarry, lstm_gates
 
 
+_PADDINGS = ("SAME", "VALID", "SAME_LOWER")
+
+
 def _pair(k) -> tuple[int, int]:
     return (k, k) if isinstance(k, int) else tuple(k)
 
@@ -53,6 +56,14 @@ class ConvLSTMCell(Cell):
         check_positive_int(self.features, "features")
         for k in _pair(self.kernel_size):
             check_positive_int(k, "kernel_size")
+        # Checked here so a bad config fails when the cell is built, naming the
+        # field, not deep inside lax.conv at the first step.
+        if isinstance(self.padding, str):
+            if self.padding not in _PADDINGS:
+                raise ValueError(
+                    f"padding={self.padding!r}; allowed: {_PADDINGS} or ((lo, hi), (lo, hi))")
+        elif len(self.padding) != 2 or any(len(p) != 2 for p in self.padding):
+            raise ValueError(f"padding={self.padding!r} must be a string or two (lo, hi) pairs")
         initializer(self.kernel_init, field="kernel_init")
         initializer(self.recurrent_init, field="recurrent_init")
 

@@ -4,7 +4,8 @@
         [--config.a.b=value ...]
 
 Bad configs stop before any compute with a message naming the field, the value
-and what is allowed; exit codes: 2 bad config/workdir, 1 non-finite loss,
+and what is allowed; exit codes: 2 bad config/workdir, 1 non-finite loss or a
+failed checkpoint save (e.g. disk full; the previous checkpoint is intact),
 128+signal when stopped by SIGTERM/SIGINT (after saving a checkpoint).
 """
 
@@ -16,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnvision.train import config as config_lib, loop, workdir as workdir_lib
+from rnnvision.train import checkpoint, config as config_lib, loop, workdir as workdir_lib
 from rnnvision.train.interrupt import Interrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
@@ -69,13 +70,14 @@ def _main(argv) -> None:
     if _WORKDIR.value is None:
         print("error: --workdir is required", file=sys.stderr)
         sys.exit(2)
-    logging.set_verbosity(logging.INFO)
+    if not flags.FLAGS["verbosity"].present:  # orbax is chatty at INFO; -v 0 brings it back
+        logging.set_verbosity(logging.WARNING)
     try:
         results = loop.run(_CONFIG.value, _WORKDIR.value)
     except (config_lib.ConfigError, workdir_lib.ConfigMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except loop.NonFiniteError as e:
+    except (loop.NonFiniteError, checkpoint.CheckpointSaveError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except Interrupted as e:

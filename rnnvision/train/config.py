@@ -8,6 +8,7 @@ the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import ml_collections
@@ -73,8 +74,20 @@ def _int(lo: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
-def _num(gt: float) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > gt
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _num(lo: float, strict: bool = True) -> Callable[[Any], bool]:
+    """A finite int/float > lo (>= lo when not strict): NaN and +-inf are never allowed."""
+    def ok(v):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
+            return False
+        return v > lo if strict else v >= lo
+    return ok
 
 
 def _one_of(options) -> Callable[[Any], bool]:
@@ -83,7 +96,7 @@ def _one_of(options) -> Callable[[Any], bool]:
 
 # (field, predicate, what is allowed)
 _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", _int(0), "an integer >= 0"),
+    ("seed", lambda v: _int(0)(v) and v < 2**63, "an integer in [0, 2**63)"),
     ("train.num_steps", _int(1), "an integer >= 1"),
     ("train.batch_size", _int(1), "an integer >= 1"),
     ("train.truncation", _int(0), "0 (full BPTT) or a window length >= 1"),
@@ -93,10 +106,10 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("train.keep_checkpoints", _int(1), "an integer >= 1"),
     ("train.nonfinite", _one_of(NONFINITE_POLICIES), f"one of {NONFINITE_POLICIES}"),
     ("optim.optimizer", _one_of(OPTIMIZERS), f"one of {OPTIMIZERS}"),
-    ("optim.learning_rate", _num(0.0), "a number > 0"),
+    ("optim.learning_rate", _num(0.0), "a finite number > 0"),
     ("optim.schedule", _one_of(SCHEDULES), f"one of {SCHEDULES}"),
     ("optim.warmup_steps", _int(0), "an integer >= 0"),
-    ("optim.weight_decay", lambda v: _num(-1e-30)(v), "a number >= 0"),
+    ("optim.weight_decay", _num(0.0, strict=False), "a finite number >= 0"),
     ("optim.clip.method", _one_of(CLIP_METHODS), f"one of {CLIP_METHODS}"),
     ("eval.batch_size", _int(1), "an integer >= 1"),
 ]
@@ -124,7 +137,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Checks the shared fields; `num_devices` is the global device count."""
     check(config, _RULES)
     if config.optim.clip.method != "none":
-        check(config, [("optim.clip.threshold", _num(0.0), "a number > 0 when clipping")])
+        check(config, [("optim.clip.threshold", _num(0.0), "a finite number > 0 when clipping")])
     if config.train.batch_size % num_devices:
         raise ConfigError("train.batch_size", config.train.batch_size,
                           f"a multiple of the device count ({num_devices})")

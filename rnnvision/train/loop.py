@@ -28,11 +28,11 @@ from rnnvision.train.writer import MetricWriter, read_jsonl, write_json
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN/Inf (and train.nonfinite is "stop")."""
+    """A loss, gradient or update became NaN/Inf (and train.nonfinite is "stop")."""
 
     def __init__(self, step: int, quantity: str, value: float, last_checkpoint: int | None):
-        kept = (f"the last checkpoint (step {last_checkpoint}) is intact" if last_checkpoint
-                else "no checkpoint was saved")
+        kept = (f"The last checkpoint (step {last_checkpoint}) is intact" if last_checkpoint
+                else "No checkpoint was saved")
         super().__init__(f"step {step}: non-finite {quantity} ({value}); stopping. {kept}. "
                          "Lower optim.learning_rate, clip gradients (optim.clip.method), or "
                          "skip such updates with --config.train.nonfinite=skip.")
@@ -61,7 +61,8 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     config_lib.validate(config, dp.num_global)
     task = tasks.build(config)
     is_main = dp.process_index == 0
-    workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main)
+    workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main,
+                        safe=workdir_lib.RESUME_SAFE + tuple(task.resume_safe_fields))
     task.attach_workdir(workdir, is_main)
 
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
@@ -72,7 +73,7 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     start = ckpt.latest_step() or 0
     if start:
         train_state = ckpt.restore(start, train_state)
-        logging.info("resumed from %s at step %d", ckpt.directory, start)
+        logging.warning("resuming from the checkpoint at step %d in %s", start, ckpt.directory)
     writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
     apply = dp.make_apply()
     try:
@@ -80,8 +81,10 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
         if trained:
             train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply)
         # A re-run of a finished workdir only evaluates: results.json and figures are
-        # rewritten, metrics.jsonl already holds the final row.
-        results = _final_eval(task, train_state, apply, workdir, writer if trained else None, is_main)
+        # rewritten, and metrics.jsonl gets the final eval row only if it lacks it (the
+        # run that saved the last checkpoint was killed before writing it).
+        final_writer = writer if trained or not _has_eval_row(writer.rows, start) else None
+        results = _final_eval(task, train_state, apply, workdir, final_writer, is_main)
     finally:
         writer.close()
         ckpt.close()
@@ -124,26 +127,36 @@ def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
                 params = dp.unreplicate(rep_state.params)
                 writer.write(step, {f"eval/{k}": v for k, v in task.evaluate(params, apply).items()})
-            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop.signum:
+            signum = stop.signum  # read once: a signal arriving after this is seen next step
+            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or signum:
                 ckpt.save(step, dp.host_state(rep_state))
                 last_saved = step
-            if stop.signum:
+            if signum:
                 writer.flush()
-                raise Interrupted(stop.signum, step)
+                raise Interrupted(signum, step)
     return dp.host_state(rep_state)
 
 
 def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> None:
     if metrics["finite"]:
         return
-    quantity = "loss" if not math.isfinite(metrics["loss"]) else "gradient (global norm)"
-    value = metrics["loss"] if quantity == "loss" else metrics["grad_norm"]
+    if not math.isfinite(metrics["loss"]):
+        quantity, value = "loss", metrics["loss"]
+    elif not math.isfinite(metrics["grad_norm"]):
+        quantity, value = "gradient (global norm)", metrics["grad_norm"]
+    else:  # the step also refuses a non-finite update and overflowing parameters
+        quantity = "update or updated parameters (update global norm)"
+        value = metrics["update_norm"]
     if policy == "skip":
         logging.warning("step %d: non-finite %s (%s); update skipped", step, quantity, value)
         return
     writer.write(step, metrics)
     writer.flush()
     raise NonFiniteError(step, quantity, value, last_saved)
+
+
+def _has_eval_row(rows: list[dict], step: int) -> bool:
+    return any(r.get("step") == step and any(k.startswith("eval/") for k in r) for r in rows)
 
 
 def _summarize(window: list[dict], steps_per_second: float) -> dict:

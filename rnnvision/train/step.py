@@ -21,11 +21,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, pure and jit-able.
 
     With `axis_name` (inside pmap) gradients and metrics are averaged over the
-    devices with `lax.pmean`. The update is applied only when the loss and the
-    gradient are finite; otherwise the state is returned unchanged and
-    `metrics["finite"]` is 0 (the host then stops, or with nonfinite="skip"
-    counts the skip). `rng` is the run's base key; the step's key is derived
-    from it and the step number, so a resumed run draws the same keys.
+    devices with `lax.pmean`. The update is applied only when the loss, the
+    gradient, the update and the new parameters are all finite; otherwise the
+    state is returned unchanged and `metrics["finite"]` is 0 (the host then
+    stops, or with nonfinite="skip" counts the skip). `rng` is the run's base
+    key; the step's key is derived from it and the step number, so a resumed
+    run draws the same keys.
 
     With `streaming`, `loss_fn(params, batch, rng, state.stream)` returns
     `(loss, (metrics, new_stream))` and the new stream is kept in the state
@@ -51,7 +52,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
 
         grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        update_norm = optax.global_norm(updates)
+        # A finite loss and gradient can still give a non-finite update or overflowing
+        # parameters (huge learning rate, low precision): such a state is never kept,
+        # so it can never be checkpointed.
+        finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                  & _all_finite(updates) & _all_finite(params))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = TrainState(
             step=state.step + 1,
@@ -62,9 +68,15 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         clipped_norm = optax.global_norm(clipped)
         metrics = dict(aux, loss=loss, grad_norm=grad_norm, clipped_grad_norm=clipped_norm,
                        clipped=(clipped_norm < grad_norm * (1 - 1e-6)).astype(jnp.float32),
-                       update_norm=optax.global_norm(updates),
+                       update_norm=update_norm,
                        param_norm=optax.global_norm(new_state.params),
                        finite=finite.astype(jnp.float32))
         return new_state, metrics
 
     return train_step
+
+
+def _all_finite(tree) -> jax.Array:
+    """True when every element of every leaf is finite (a norm could overflow first)."""
+    leaves = jax.tree.leaves(tree)
+    return jnp.stack([jnp.isfinite(x).all() for x in leaves]).all() if leaves else jnp.bool_(True)

@@ -40,18 +40,19 @@ class ConfigMismatchError(RuntimeError):
     pass
 
 
-def prepare(workdir: str, config_dict: dict, force: bool, write: bool) -> None:
+def prepare(workdir: str, config_dict: dict, force: bool, write: bool,
+            safe: tuple[str, ...] = RESUME_SAFE) -> None:
     """Creates the workdir, checks a previous config.json, writes the new one.
 
     Raises ConfigMismatchError when the workdir holds a run whose model, data or
-    optimisation fields differ (unless `force`).
+    optimisation fields differ (unless `force`); fields in `safe` may differ.
     """
     os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diffs = config_differences(old, config_dict)
+        diffs = config_differences(old, config_dict, safe)
         if diffs and not force:
             raise ConfigMismatchError(
                 f"{workdir} holds a run with a different config; resuming would mix two runs.\n"

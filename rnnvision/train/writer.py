@@ -43,18 +43,23 @@ class MetricWriter:
     """Appends one JSON object per logged step (with "step") and mirrors it to TensorBoard.
 
     On resume from `resume_step`, rows after it (logged after the checkpoint the
-    run resumes from) are dropped, so the file has no duplicated steps.
+    run resumes from) are dropped, so the file has no duplicated steps; the kept
+    rows are `self.rows`. The file is rewritten atomically: a run killed while
+    resuming leaves either the old or the new file, never a truncated one.
     """
 
     def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
         self.enabled = enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
+        self.rows: list[dict] = []
         if not enabled:
             return
-        rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self.rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in self.rows)
+        os.replace(tmp, self.path)
         from tensorboardX import SummaryWriter  # imported here: only the main process writes
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 

@@ -6,6 +6,7 @@ rnnvision task, so resumed and multi-device runs can be compared exactly.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -20,7 +21,8 @@ STEPS, FEATURES = 6, 3
 def get_config(**overrides) -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "toy_sum"
-    c.model = ml_collections.ConfigDict({"cell": "lstm", "hidden_size": 8, "nan_at_step": -1})
+    c.model = ml_collections.ConfigDict({"cell": "lstm", "hidden_size": 8, "nan_at_step": -1,
+                                         "inf_grad_at_step": -1})
     c.train.num_steps, c.train.batch_size = 8, 8
     c.train.log_every, c.train.checkpoint_every = 2, 4
     c.train.progress = False
@@ -41,6 +43,23 @@ def batch_for(seed: int, step: int, size: int) -> dict:
     return {"x": x, "y": np.cumsum(x[..., 0], axis=1).astype(np.float32), "step": np.full((size,), step)}
 
 
+@jax.custom_vjp
+def _inf_grad_if(x, poison):
+    """Identity on `x`; its gradient becomes inf (NaN where it was 0) when `poison`."""
+    return x
+
+
+def _inf_grad_fwd(x, poison):
+    return x, poison
+
+
+def _inf_grad_bwd(poison, g):
+    return g * jnp.where(poison, jnp.inf, 1.0), jnp.zeros_like(poison)
+
+
+_inf_grad_if.defvjp(_inf_grad_fwd, _inf_grad_bwd)
+
+
 class ToySumTask(Task):
     def __init__(self, config):
         super().__init__(config)
@@ -56,9 +75,14 @@ class ToySumTask(Task):
         return ys @ params["w"]
 
     def loss(self, params, batch, rng):
-        err = self.predict(params, batch) - batch["y"]
+        pred = self.predict(params, batch)
+        # Fault injection for tests: an inf gradient with a finite loss at one chosen step
+        # (batch index, as for nan_at_step), ...
+        pred = _inf_grad_if(pred, (batch["step"][0] == self.config.model.inf_grad_at_step)
+                            .astype(jnp.float32))
+        err = pred - batch["y"]
         loss = jnp.mean(err ** 2)
-        # Fault injection for tests: a NaN loss at one chosen step.
+        # ... and a NaN loss at one chosen step.
         loss = jnp.where(batch["step"][0] == self.config.model.nan_at_step, jnp.nan, loss)
         return loss, {"mae": jnp.mean(jnp.abs(err))}
 

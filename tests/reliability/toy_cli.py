@@ -1,0 +1,63 @@
+"""The trainer's command line on the toy task, with fault-injection hooks for tests.
+
+    python toy_cli.py --config=toy_config.py --workdir=DIR [--config.a.b=value ...]
+
+It is the real CLI (`rnnvision.train.cli.main`: exit codes, resume on re-run);
+environment variables only add faults, so a test can re-run the same command
+without them to resume:
+
+  RELIABILITY_PAUSE_AT=K, RELIABILITY_GATE=PATH
+      before training step K, create PATH.waiting and wait until PATH exists:
+      the test signals the run at a known step, then opens the gate.
+  RELIABILITY_KILL_IN_SAVE=K
+      SIGKILL this process inside orbax's commit of the checkpoint of step K
+      (all arrays written, the temporary directory not yet renamed).
+"""
+
+import os
+import signal
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "train"))
+# tensorboardX tries `import torch` (~10 s on a busy machine); these runs do not need it.
+sys.modules.setdefault("torch", None)
+
+import toy_task  # noqa: E402  (registers the "toy_sum" task)
+from rnnvision.train import cli  # noqa: E402
+
+
+def _pause_before_step(step: int, gate: str) -> None:
+    original = toy_task.ToySumTask.train_batch
+
+    def train_batch(self, index, rows):
+        if index == step - 1:  # the batch of step `step` (batches are 0-based)
+            open(gate + ".waiting", "w").close()
+            deadline = time.monotonic() + 600
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return original(self, index, rows)
+
+    toy_task.ToySumTask.train_batch = train_batch
+
+
+def _kill_in_checkpoint_commit(step: int) -> None:
+    from orbax.checkpoint._src.path import atomicity
+
+    original = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self, *args, **kwargs):
+        if self.get_final().name == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await original(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize
+
+
+if __name__ == "__main__":
+    if "RELIABILITY_PAUSE_AT" in os.environ:
+        _pause_before_step(int(os.environ["RELIABILITY_PAUSE_AT"]), os.environ["RELIABILITY_GATE"])
+    if "RELIABILITY_KILL_IN_SAVE" in os.environ:
+        _kill_in_checkpoint_commit(int(os.environ["RELIABILITY_KILL_IN_SAVE"]))
+    cli.main()

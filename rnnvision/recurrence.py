@@ -11,7 +11,8 @@ Shape legend: B batch, T time, F... one step's features (e.g. (I,) or (H, W, C))
                 (variable lengths, padding anywhere; a reversed pass over
                 end-padded sequences thus starts at each sequence's last step).
   resets        (B, T) episode starts: the carry is replaced by the cell's initial
-                carry before every step where True.
+                carry before every step where True (with reverse=True, before the
+                step preceding an episode start, so no episode sees another's steps).
   reverse       process the sequence from the end (outputs stay in time order).
   remat         gradient checkpointing: only the carries at chunk boundaries
                 (every ~sqrt(T) steps, or every `remat` steps if an int) are kept
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnvision import fused
 from rnnvision.cells.base import Array, Carry, Cell, Params
 
 
@@ -48,10 +50,17 @@ def _time_major(x: Array | None) -> Array | None:
     return None if x is None else jnp.swapaxes(x, 0, 1)
 
 
-def _check_args(xs, truncation, mask, resets, remat):
+def _check_args(carry, xs, truncation, mask, resets, remat):
     if xs.ndim < 2:
         raise ValueError(f"xs must be batch-major (B, T, *features); got shape {xs.shape}")
-    if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
+    # A time-major xs (T, B, ...) would otherwise fail deep in the cell, or run
+    # silently wrong when T == B: the carry's leading dim must be xs's batch dim.
+    for leaf in jax.tree.leaves(carry):
+        if jnp.ndim(leaf) >= 1 and jnp.shape(leaf)[0] != xs.shape[0]:
+            raise ValueError(f"xs must be batch-major (B, T, *features) with B = the carry's "
+                             f"batch dim {jnp.shape(leaf)[0]}; got xs shape {xs.shape}")
+    if truncation is not None and (isinstance(truncation, bool) or
+                                   not isinstance(truncation, int) or truncation < 1):
         raise ValueError(f"truncation={truncation!r} must be None (full BPTT) or an integer >= 1")
     for name, m in (("mask", mask), ("resets", resets)):
         if m is not None and tuple(m.shape) != tuple(xs.shape[:2]):
@@ -88,7 +97,7 @@ def unroll(cell: Cell, params: Params, carry: Carry, xs: Array, *,
     See the module docstring for the options. Pure; composes with jit, vmap,
     grad and pmap.
     """
-    _check_args(xs, truncation, mask, resets, remat)
+    _check_args(carry, xs, truncation, mask, resets, remat)
     num_steps = xs.shape[1]
     order = jnp.arange(num_steps, dtype=jnp.int32)
     inputs = {"x": _time_major(xs), "s": order[::-1] if reverse else order}
@@ -96,7 +105,10 @@ def unroll(cell: Cell, params: Params, carry: Carry, xs: Array, *,
         inputs["m"] = _time_major(mask.astype(bool))
     reset_carry = None
     if resets is not None:
-        inputs["r"] = _time_major(resets.astype(bool))
+        resets = resets.astype(bool)
+        if reverse:  # episode t starts -> the backward pass resets after step t, i.e. before t-1
+            resets = jnp.concatenate([resets[:, 1:], jnp.zeros_like(resets[:, :1])], axis=1)
+        inputs["r"] = _time_major(resets)
         reset_carry = cell.initial_carry(params, xs[:, 0].shape)
     body = _make_body(cell, params, truncation, reset_carry)
 
@@ -105,6 +117,9 @@ def unroll(cell: Cell, params: Params, carry: Carry, xs: Array, *,
         inp["px"] = cell.project_inputs(params, inp.pop("x"))
         return lax.scan(body, carry, inp, reverse=reverse, unroll=unroll)
 
+    # A fused fast path (rnnvision/fused) with the same semantics, where one applies.
+    project_and_scan = fused.scan_fn(cell, params, carry, inputs, truncation=truncation,
+                                     reverse=reverse, unroll=unroll) or project_and_scan
     if remat:
         carry, ys = _chunked_remat(project_and_scan, carry, inputs, num_steps, remat, reverse)
     else:
@@ -155,12 +170,14 @@ class StreamState(NamedTuple):
     valid: Array
 
 
-def stream_init(cell: Cell, params: Params, carry: Carry, x_shape, k1: int, k2: int) -> StreamState:
-    """An empty stream for inputs whose one step has shape x_shape (B, *F)."""
+def stream_init(cell: Cell, params: Params, carry: Carry, x_shape, k1: int, k2: int,
+                dtype=jnp.float32) -> StreamState:
+    """An empty stream for inputs whose one step has shape x_shape (B, *F) and `dtype`
+    (the stored history keeps the inputs' dtype, so the state's type never changes)."""
     if not (isinstance(k1, int) and isinstance(k2, int) and 1 <= k1 <= k2):
         raise ValueError(f"TBPTT needs integers 1 <= k1 <= k2; got k1={k1!r}, k2={k2!r}")
     batch = x_shape[0]
-    history = jnp.zeros((batch, k2 - k1, *x_shape[1:]), jnp.float32)
+    history = jnp.zeros((batch, k2 - k1, *x_shape[1:]), dtype)
     return StreamState(carry=carry, history=history, valid=jnp.zeros((batch, k2 - k1), bool))
 
 

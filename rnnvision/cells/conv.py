@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-_DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+from rnnvision.cells.conv_grad import conv_nd, explicit_padding
+
 
 
 def conv(x: jax.Array, w: jax.Array, padding, dtype) -> jax.Array:
@@ -16,14 +16,16 @@ def conv(x: jax.Array, w: jax.Array, padding, dtype) -> jax.Array:
       x: (*leading, *spatial, C_in); all leading dims are folded into the batch.
       w: (*kernel, C_in, C_out).
       padding: "SAME", "VALID" or a sequence of (low, high) pairs.
-      dtype: compute dtype; the result is float32.
+      dtype: compute dtype; the result is float32 (float64 if dtype is float64).
     Returns:
-      (*leading, *spatial_out, C_out) float32.
+      (*leading, *spatial_out, C_out) float32 or float64.
     """
     nsp = w.ndim - 2
     lead = x.shape[: x.ndim - nsp - 1]
     flat = x.reshape((-1, *x.shape[x.ndim - nsp - 1:]))
-    y = lax.conv_general_dilated(
-        flat.astype(dtype), w.astype(dtype), window_strides=(1,) * nsp, padding=padding,
-        dimension_numbers=_DIMENSION_NUMBERS[nsp], preferred_element_type=jnp.float32)
+    # conv_nd = lax.conv_general_dilated (stride 1, float32 accumulation, float64
+    # for float64 compute) with a gradient that stays fast inside lax.scan on CPU
+    # (see conv_grad.py: XLA:CPU's own backward convolutions are ~20x slower there).
+    pads = explicit_padding(padding, flat.shape[1:-1], w.shape[:nsp])
+    y = conv_nd(flat, w, pads, jnp.dtype(dtype))
     return y.reshape((*lead, *y.shape[1:]))

@@ -1,0 +1,98 @@
+"""Fast paths of the time loop, chosen automatically by `rnnvision.recurrence.unroll`.
+
+A user never calls these: `unroll` asks `scan_fn(...)` for a replacement of its
+generic "project inputs, then lax.scan over cell.step_projected" and uses it when
+one applies. The replacement has the same signature and semantics (truncation,
+mask, resets, reverse, remat chunking and `unroll` are all honoured), and gives
+the same values and gradients to float32 rounding (tests/test_fast_paths.py).
+
+Applies to: exactly the built-in `lstm`, `gru` and `rnn` cells (not subclasses:
+they may change the maths), float32 compute, float32 params/carry/inputs, one
+batch dim. Everything else returns None and runs the generic scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from rnnvision.cells.base import Cell
+from rnnvision.cells.gru import GRUCell
+from rnnvision.cells.lstm import LSTMCarry, LSTMCell
+from rnnvision.cells.rnn import SimpleRNNCell
+from rnnvision.fused.dense_scan import ScanSpec, dense_scan
+
+_KINDS = {LSTMCell: "lstm", GRUCell: "gru", SimpleRNNCell: "rnn"}
+
+ScanFn = Callable[[Any, dict], tuple[Any, jax.Array]]
+
+
+def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
+            reverse: bool, unroll: int) -> ScanFn | None:
+    """A fused `(carry, inputs) -> (carry, ys time-major)` for this call, or None.
+
+    `inputs` is unroll's time-major dict: "x" (T, B, *F), "s" (T,) processing
+    index, optional "m" / "r" (T, B) bool mask / resets.
+    """
+    kind = _KINDS.get(type(cell))
+    if kind is None or not _applies(cell, params, carry, inputs):
+        return None
+    in_loop = _input_matmul_in_loop(params)
+    spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse), unroll=unroll,
+                    in_loop=in_loop)
+    names = ("w_h", "b_h") if kind == "gru" else ("w_h",)
+    if in_loop:
+        names += ("w_x", "b_x") if kind == "gru" else ("w_x", "b")
+    w = {name: params[name] for name in names}
+
+    def fused(carry, inp):
+        inp = dict(inp)
+        x = inp.pop("x")
+        xs = x if in_loop else cell.project_inputs(params, x)
+        leaves = (carry.c, carry.h) if kind == "lstm" else (carry,)
+        final, ys = dense_scan(spec, w, xs, leaves, inp)
+        return (LSTMCarry(*final) if kind == "lstm" else final[0]), ys
+
+    return fused
+
+
+# Weights up to this size stay in a core's L2 cache across steps (4 MiB per core on
+# the benchmark machine), so the input matmul can run inside the loop, x_t at a time.
+_IN_LOOP_WEIGHT_BYTES = 2 * 1024 * 1024
+
+
+def _input_matmul_in_loop(params) -> bool:
+    """CPU only: fuse x_t W_x into the loop when [W_x; W_h] fits in cache.
+
+    On CPU the hoisted projection px (T, B, G*H) is written once and read once,
+    which costs more than it saves while the weights stay in cache; on
+    accelerators and for large weights the hoisted big matmul is better.
+    """
+    if jax.default_backend() != "cpu":
+        return False
+    size = (params["w_x"].shape[0] + params["w_h"].shape[0]) * params["w_h"].shape[1]
+    return size * 4 <= _IN_LOOP_WEIGHT_BYTES
+
+
+def _applies(cell: Cell, params, carry, inputs: dict) -> bool:
+    f32 = jnp.dtype(jnp.float32)
+    x = inputs["x"]
+    leaves = jax.tree.leaves(carry) + jax.tree.leaves(params)
+    return (cell.compute_dtype == "float32" and x.ndim == 3 and x.dtype == f32
+            and isinstance(carry, LSTMCarry if isinstance(cell, LSTMCell) else jax.Array)
+            and all(jnp.dtype(a.dtype) == f32 for a in leaves)
+            and all(a.ndim == 2 for a in jax.tree.leaves(carry)))
+
+
+def without_fast_path(cell: Cell) -> Cell:
+    """The same cell (same maths, fields and params) as a subclass no fast path handles.
+
+    For tests and benchmarks that compare a fast path with the generic scan.
+    """
+    cls = type(cell)
+    generic = type(f"Generic{cls.__name__}", (cls,), {"__module__": __name__})
+    generic = dataclasses.dataclass(frozen=True)(generic)
+    return generic(**{f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)})

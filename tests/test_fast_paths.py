@@ -1,0 +1,179 @@
+"""The fused fast paths (rnnvision/fused) against the generic scan of `unroll`.
+
+`unroll` picks a fast path by itself; `fused.without_fast_path(cell)` is the
+same cell as a subclass no fast path knows, so the same call runs the generic
+`lax.scan` (itself tested against explicit Python loops in test_recurrence.py).
+Values and gradients (params, inputs, initial carry) must agree to 1e-5.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnvision.fused as fused
+from rnnvision import cells
+from rnnvision.recurrence import stream_init, stream_unroll, unroll
+
+B, T, I, H = 3, 7, 3, 5
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+MASK = jnp.array([[1, 1, 0, 1, 1, 1, 1],
+                  [0, 0, 1, 1, 1, 0, 1],
+                  [1, 1, 1, 1, 0, 0, 0]], bool)
+RESETS = jnp.array([[0, 0, 1, 0, 0, 1, 0],
+                    [1, 0, 0, 0, 1, 0, 0],
+                    [0, 0, 0, 0, 0, 0, 1]], bool)
+
+OPTIONS = {
+    "plain": {},
+    "truncation": {"truncation": 2},
+    "mask": {"mask": MASK},
+    "resets": {"resets": RESETS},
+    "reverse": {"reverse": True},
+    "all": {"mask": MASK, "resets": RESETS, "reverse": True, "truncation": 3},
+    "remat": {"remat": 3, "mask": MASK, "truncation": 2},
+    "unroll": {"unroll": 2, "resets": RESETS},
+}
+
+
+def setup(name, seed=0, **hp):
+    cell = cells.get(name, hidden_size=H, **hp)
+    k_p, k_x, k_c, k_w = jax.random.split(jax.random.key(seed), 4)
+    params = cell.init(k_p, (I,))
+    carry = cell.initial_carry(params, (B, I))
+    leaves, treedef = jax.tree.flatten(carry)
+    keys = jax.random.split(k_c, len(leaves))
+    carry = jax.tree.unflatten(treedef, [0.5 * jax.random.normal(k, a.shape)
+                                         for k, a in zip(keys, leaves)])
+    xs = jax.random.normal(k_x, (B, T, I))
+    weights = jax.random.normal(k_w, (B, T, H))
+    return cell, params, carry, xs, weights
+
+
+def loss_fn(cell, weights, **opts):
+    def loss(params, xs, carry):
+        final, ys = unroll(cell, params, carry, xs, **opts)
+        return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(c) * (i + 1))
+                                           for i, c in enumerate(jax.tree.leaves(final)))
+    return loss
+
+
+def assert_close(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOL),
+                 a, b)
+
+
+def uses_fast_path(cell, params, carry, xs, **opts) -> bool:
+    """Whether unroll takes a fast path (traced only: shapes and dtypes suffice)."""
+    abstract = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
+    jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(
+        *abstract((params, carry, xs)))
+    return "custom_vjp_call" in str(jaxpr)
+
+
+def force_layout(monkeypatch, layout):
+    """Input matmul inside the loop ("in_loop") or hoisted before it ("hoisted")."""
+    monkeypatch.setattr(fused, "_IN_LOOP_WEIGHT_BYTES", 1 << 40 if layout == "in_loop" else 0)
+
+
+# Each case compiles a few loops (seconds on CPU): "all" exercises every option's
+# code path at once, the single options run once per cell across the two layouts.
+CASES = [(name, option, layout)
+         for name in ("lstm", "gru", "rnn")
+         for option, layout in (("plain", "in_loop"), ("all", "in_loop"), ("all", "hoisted"))]
+CASES += [("lstm", "remat", "in_loop"), ("gru", "unroll", "hoisted"), ("rnn", "mask", "hoisted")]
+
+
+@pytest.mark.parametrize("name,option,layout", CASES, ids=["-".join(c) for c in CASES])
+def test_values_and_grads_match_generic_scan(name, option, layout, monkeypatch):
+    force_layout(monkeypatch, layout)
+    cell, params, carry, xs, weights = setup(name)
+    opts = OPTIONS[option]
+    reference = fused.without_fast_path(cell)
+    assert uses_fast_path(cell, params, carry, xs, **opts)
+    assert not uses_fast_path(reference, params, carry, xs, **opts)
+
+    @jax.jit
+    def values_and_grads(params, xs, carry):
+        return [(unroll(c, params, carry, xs, **opts),
+                 jax.grad(loss_fn(c, weights, **opts), argnums=(0, 1, 2))(params, xs, carry))
+                for c in (cell, reference)]
+
+    got, want = values_and_grads(params, xs, carry)
+    assert_close(got, want)
+
+
+def test_truncation_really_cuts_gradients():
+    cell, params, carry, xs, weights = setup("lstm")
+    full, cut = jax.jit(lambda *a: [jax.grad(loss_fn(cell, weights, truncation=k))(*a)
+                                    for k in (None, 2)])(params, xs, carry)
+    assert max(float(jnp.max(jnp.abs(a - b)))
+               for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(cut))) > 1e-3
+
+
+def test_vmap_over_an_extra_batch_axis():
+    cell, params, carry, xs, _ = setup("lstm")
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 2.0 * a]), params)
+    reference = fused.without_fast_path(cell)
+
+    @jax.jit
+    def values_and_grads(p):
+        def run(c, p):
+            return jax.vmap(lambda q: unroll(c, q, carry, xs, mask=MASK)[1])(p)
+        return [(run(c, p), jax.grad(lambda q: jnp.sum(run(c, q) ** 2))(p))
+                for c in (cell, reference)]
+
+    got, want = values_and_grads(stacked)
+    assert_close(got, want)
+
+
+def test_pmap_composes():
+    cell, params, carry, xs, weights = setup("gru")
+    n = jax.local_device_count()
+    rep = lambda t: jax.tree.map(lambda a: jnp.stack([a] * n), t)
+    grads = jax.pmap(jax.grad(loss_fn(cell, weights)))(rep(params), rep(xs), rep(carry))
+    want = jax.jit(jax.grad(loss_fn(fused.without_fast_path(cell), weights)))(params, xs, carry)
+    assert_close(jax.tree.map(lambda a: a[0], grads), want)
+
+
+def test_streaming_tbptt_matches_generic_scan():
+    cell, params, carry, xs, _ = setup("lstm")
+    reference = fused.without_fast_path(cell)
+
+    def two_windows(p, c):
+        state = stream_init(c, p, carry, (B, I), k1=3, k2=5)
+        ys1, state = stream_unroll(c, p, state, xs[:, :3])
+        ys2, _ = stream_unroll(c, p, state, xs[:, 3:6])
+        return jnp.sum(ys1 ** 2) + jnp.sum(jnp.cos(ys2))
+
+    grads = jax.jit(lambda p: [jax.grad(two_windows)(p, c) for c in (cell, reference)])
+    got, want = grads(params)
+    assert_close(got, want)
+
+
+def test_falls_back_where_it_does_not_apply():
+    cell, params, carry, xs, _ = setup("lstm")
+    assert uses_fast_path(cell, params, carry, xs)
+    bf16 = cells.get("lstm", hidden_size=H, compute_dtype="bfloat16")
+    assert not uses_fast_path(bf16, params, carry, xs)
+    assert not uses_fast_path(fused.without_fast_path(cell), params, carry, xs)
+    # a subclass may change the maths: it gets the generic scan
+    sub = type("MyLSTM", (cells.LSTMCell,), {})(hidden_size=H)
+    assert not uses_fast_path(sub, params, carry, xs)
+    conv = cells.get("conv_lstm", features=2, kernel_size=3)
+    conv_params = jax.eval_shape(lambda: conv.init(jax.random.key(0), (4, 4, 1)))
+    conv_carry = jax.eval_shape(lambda p: conv.initial_carry(p, (B, 4, 4, 1)), conv_params)
+    assert not uses_fast_path(conv, conv_params, conv_carry,
+                              jax.ShapeDtypeStruct((B, T, 4, 4, 1), jnp.float32))
+
+
+def test_float64_falls_back():
+    import jax.experimental
+    enable_x64 = getattr(jax.experimental, "enable_x64", None)
+    cell, params, carry, xs, _ = setup("gru")
+    with (enable_x64() if enable_x64 is not None else jax.enable_x64(True)):
+        to64 = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float64), t)
+        assert not uses_fast_path(cell, to64(params), to64(carry), to64(xs))

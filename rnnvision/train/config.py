@@ -116,10 +116,28 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 
 def get_field(config: ml_collections.ConfigDict, path: str) -> Any:
+    """The value at a dotted path, e.g. get_field(config, "optim.clip.method")."""
     node = config
     for part in path.split("."):
         node = node[part]
     return node
+
+
+def set_field(config, path: str, value: Any) -> None:
+    """Sets the value at a dotted path (a ConfigDict, or a plain nested dict)."""
+    *parents, leaf = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def override(config: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
+    """Unlocks `config` and sets dotted fields: override(c, **{"train.num_steps": 10})."""
+    config.unlock()
+    for path, value in values.items():
+        set_field(config, path, value)
+    return config
 
 
 def check(config, rules) -> None:

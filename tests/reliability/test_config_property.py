@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(TESTS, "train"))
 import toy_task  # noqa: E402
 
 from rnnvision.train import config as config_lib, loop  # noqa: E402
-from rnnvision.train.config import ConfigError  # noqa: E402
+from rnnvision.train.config import ConfigError, set_field  # noqa: E402
 
 
 def _integer(lo, hi=None):
@@ -84,11 +84,7 @@ def _config(values: dict) -> ml_collections.ConfigDict:
     """The toy config with `values` set; built from a dict, so any type can be stored."""
     tree = toy_task.get_config().to_dict()
     for field, value in values.items():
-        *parents, leaf = field.split(".")
-        node = tree
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_field(tree, field, value)
     return ml_collections.ConfigDict(tree)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from rnnvision import cells, recurrence, tasks
 from rnnvision.tasks.base import Task
-from rnnvision.train.config import base_config
+from rnnvision.train.config import base_config, set_field
 
 STEPS, FEATURES = 6, 3
 
@@ -29,11 +29,7 @@ def get_config(**overrides) -> ml_collections.ConfigDict:
     c.optim.learning_rate = 1e-2
     c.eval.batch_size = 16
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_field(c, key, value)
     return c
 
 

@@ -1,0 +1,258 @@
+"""Next-frame video prediction with any recurrent cell (ConvLSTM, FC-LSTM, Row LSTM, ...).
+
+Shape legend: B batch, T frames, (H, W, C) a frame (64, 64, 1 for Moving MNIST),
+p the patch size, (h, w) = (H/p, W/p) the patch grid, P = p*p*C the pixels of a
+patch, S cell steps per frame, F a cell step's output features.
+
+The predictor reads frame t and outputs (logits of) frame t+1, PredRNN / OpenSTL
+style. Over a sequence of T frames with N context frames:
+
+    steps 0 .. N-1     (encoder)     input: the true frame t
+    steps N .. T-2     (forecaster)  input: the true frame t (teacher forcing), the
+                                     previous prediction (free running), or per
+                                     example and step one of the two, the true frame
+                                     with probability `true_prob` (scheduled sampling,
+                                     Bengio et al. 2015)
+
+so it returns T-1 predictions, of frames 1 .. T-1; frames N .. T-1 are the forecast.
+With `separate_forecaster` the forecast steps use their own cell parameters and the
+encoder's final state, as in the encoder-forecaster of Shi et al. (2015) and the
+encoder-predictor of Srivastava et al. (2015); by default one network does both, as
+in PredRNN and OpenSTL's ConvLSTM.
+
+How a frame becomes cell steps is `FrameCodec.frame_input`:
+
+  "patches"    one step per frame: the frame patch-reshaped to (h, w, P), e.g.
+               64x64x1 -> 16x16x16 with p=4 (PredRNN/OpenSTL). For conv cells
+               (ConvLSTM, Shi et al. 2015). Readout: a 1x1 convolution F -> P.
+  "flat"       one step per frame: the frame as a vector of H*W*C pixels. For fully
+               connected cells (the FC-LSTM of Srivastava et al. 2015). Readout:
+               a dense layer F -> H*W*C.
+  "rows"       h steps per frame: the frame read row by row; step r sees patch rows
+               r-b .. r+b (b = `row_band`) stacked on channels, (w, (2b+1)P), and
+               predicts patch row r of the next frame. The state (a row of feature
+               vectors for the Row LSTM of PixelRNN) runs on across frames. Readout:
+               a 1x1 convolution F -> P per position of the row.
+  "flat_rows"  like "rows" with each row flattened to a vector (the plain "rows as
+               time steps" reading, for lstm/gru/rnn). Readout: dense F -> w*P.
+
+Everything is functional: params are pytrees, `rollout` is pure and jit-able.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rnnvision import recurrence
+from rnnvision.cells import Cell
+
+FRAME_INPUTS = ("patches", "flat", "rows", "flat_rows")
+Array = jax.Array
+
+
+def patchify(x: Array, p: int) -> Array:
+    """(..., H, W, C) -> (..., H/p, W/p, p*p*C): each p x p patch becomes channels."""
+    *lead, hh, ww, c = x.shape
+    x = x.reshape(*lead, hh // p, p, ww // p, p, c)
+    return jnp.swapaxes(x, -4, -3).reshape(*lead, hh // p, ww // p, p * p * c)
+
+
+def unpatchify(x: Array, p: int, channels: int) -> Array:
+    """(..., h, w, p*p*C) -> (..., h*p, w*p, C), the inverse of `patchify`."""
+    *lead, h, w, _ = x.shape
+    x = x.reshape(*lead, h, w, p, p, channels)
+    return jnp.swapaxes(x, -4, -3).reshape(*lead, h * p, w * p, channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameCodec:
+    """Frames <-> cell steps and readout outputs, for one `frame_input` layout."""
+
+    frame_shape: tuple[int, int, int]  # (H, W, C)
+    patch: int = 4
+    frame_input: str = "patches"
+    row_band: int = 1
+
+    def __post_init__(self):
+        hh, ww, _ = self.frame_shape
+        if self.frame_input not in FRAME_INPUTS:
+            raise ValueError(f"frame_input={self.frame_input!r}; allowed: {FRAME_INPUTS}")
+        if self.patch < 1 or hh % self.patch or ww % self.patch:
+            raise ValueError(f"patch={self.patch} must divide the frame size {hh}x{ww}")
+        if self.row_band < 0:
+            raise ValueError(f"row_band={self.row_band} must be >= 0")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(h, w, P): the patch grid."""
+        hh, ww, c = self.frame_shape
+        return hh // self.patch, ww // self.patch, self.patch * self.patch * c
+
+    @property
+    def steps_per_frame(self) -> int:
+        return self.grid[0] if self.frame_input in ("rows", "flat_rows") else 1
+
+    @property
+    def step_shape(self) -> tuple[int, ...]:
+        """One cell step's input features."""
+        h, w, pc = self.grid
+        band = (2 * self.row_band + 1) * pc
+        return {"patches": (h, w, pc), "flat": (h * w * pc,),
+                "rows": (w, band), "flat_rows": (w * band,)}[self.frame_input]
+
+    @property
+    def readout_size(self) -> int:
+        """Outputs of the readout (a dense map on the last axis of the cell's output)."""
+        h, w, pc = self.grid
+        return {"patches": pc, "flat": h * w * pc, "rows": pc, "flat_rows": w * pc}[self.frame_input]
+
+    def to_steps(self, frames: Array) -> Array:
+        """(B, T, H, W, C) -> (B, T*S, *step_shape)."""
+        b, t = frames.shape[:2]
+        g = patchify(frames, self.patch)  # (B, T, h, w, P)
+        if self.frame_input in ("rows", "flat_rows"):
+            k, h = self.row_band, g.shape[2]
+            padded = jnp.pad(g, [(0, 0), (0, 0), (k, k), (0, 0), (0, 0)])
+            g = jnp.concatenate([padded[:, :, i:i + h] for i in range(2 * k + 1)], axis=-1)
+        return g.reshape(b, t * self.steps_per_frame, *self.step_shape)
+
+    def from_outputs(self, z: Array) -> Array:
+        """Readout outputs (B, T*S, ..., readout_size) -> frames (B, T, H, W, C)."""
+        b = z.shape[0]
+        h, w, pc = self.grid
+        g = z.reshape(b, -1, h, w, pc)
+        return unpatchify(g, self.patch, self.frame_shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoPredictor:
+    """A recurrent next-frame predictor; see the module docstring.
+
+    params: {"cell": ..., "readout": {"w": (F, R), "b": (R,)}} plus "forecaster"
+    (a second set of cell params) with `separate_forecaster`; R = codec.readout_size.
+    The readout gives logits: sigmoid(logits) are the predicted pixels in [0, 1].
+
+    Attributes:
+      truncation: truncated BPTT window in frames (None = full BPTT): gradients
+        cross at most this many frames (the carry is passed through stop_gradient
+        at every multiple of it, counted from the first frame).
+      remat: gradient checkpointing of the time loop (see recurrence.unroll).
+      readout_bias: initial readout bias; -3 makes the first predictions a dark
+        background (sigmoid(-3) ~ 0.05), as most Moving MNIST pixels are.
+    """
+
+    cell: Cell
+    codec: FrameCodec
+    separate_forecaster: bool = False
+    truncation: int | None = None
+    remat: bool = False
+    readout_bias: float = -3.0
+
+    def init(self, key: Array) -> dict:
+        k_cell, k_fc, k_out = jax.random.split(key, 3)
+        step_shape = self.codec.step_shape
+        features = self.cell.output_shape(step_shape)[-1]
+        r = self.codec.readout_size
+        params = {"cell": self.cell.init(k_cell, step_shape),
+                  "readout": {"w": jax.nn.initializers.lecun_normal()(k_out, (features, r)),
+                              "b": jnp.full((r,), self.readout_bias, jnp.float32)}}
+        if self.separate_forecaster:
+            params["forecaster"] = self.cell.init(k_fc, step_shape)
+        return params
+
+    def initial_carry(self, params: dict, batch_size: int):
+        return self.cell.initial_carry(params["cell"], (batch_size, *self.codec.step_shape))
+
+    def _readout(self, params: dict, ys: Array) -> Array:
+        """Cell outputs (B, T*S, ..., F) -> logits (B, T, H, W, C)."""
+        z = jnp.einsum("...f,fr->...r", ys, params["readout"]["w"]) + params["readout"]["b"]
+        return self.codec.from_outputs(z)
+
+    def unroll_frames(self, params: dict, cell_params, carry, frames: Array,
+                      truncation: int | None = None):
+        """All-input-known run: frames (B, T, H, W, C) -> (carry, logits of frames 1..T).
+
+        One `recurrence.unroll` over T*S cell steps (input projections hoisted out
+        of the time loop). `truncation` is in frames, counted from frames[:, 0].
+        """
+        s = self.codec.steps_per_frame
+        carry, ys = recurrence.unroll(self.cell, cell_params, carry, self.codec.to_steps(frames),
+                                      truncation=truncation and truncation * s, remat=self.remat)
+        return carry, self._readout(params, ys)
+
+    def frame_step(self, params: dict, cell_params, carry, frame: Array):
+        """One frame: (B, H, W, C) -> (carry, logits of the next frame (B, H, W, C))."""
+        steps = self.codec.to_steps(frame[:, None])
+        if self.codec.steps_per_frame == 1:
+            carry, y = self.cell.step(cell_params, carry, steps[:, 0])
+            ys = y[:, None]
+        else:
+            carry, ys = recurrence.unroll(self.cell, cell_params, carry, steps)
+        return carry, self._readout(params, ys)[:, 0]
+
+    def rollout(self, params: dict, frames: Array, num_context: int, true_prob: Array,
+                rng: Array, *, teacher_forcing: bool = False) -> Array:
+        """Logits of frames 1..T-1 (B, T-1, H, W, C) given frames (B, T, H, W, C).
+
+        Args:
+          num_context: N, the frames always read from `frames`; 1 <= N < T.
+          true_prob: (B,) probability that a forecast step reads the true frame
+            rather than the previous prediction: 0 = free running, 1 = teacher
+            forcing, in between = scheduled sampling (coins drawn from `rng`).
+          teacher_forcing: static fast path equal to true_prob = 1 (one hoisted
+            unroll over all frames when the forecaster shares the encoder's params).
+        """
+        t_total = frames.shape[1]
+        if not 1 <= num_context < t_total:
+            raise ValueError(f"num_context={num_context} must be in [1, {t_total - 1}]")
+        carry = self.initial_carry(params, frames.shape[0])
+        if teacher_forcing and not self.separate_forecaster:
+            return self.unroll_frames(params, params["cell"], carry, frames[:, :-1],
+                                      self.truncation)[1]
+        carry, context_logits = self.unroll_frames(params, params["cell"], carry,
+                                                   frames[:, :num_context], self.truncation)
+        if num_context == t_total - 1:
+            return context_logits
+        true_prob = jnp.ones_like(true_prob) if teacher_forcing else true_prob
+        future = self._forecast(params, carry, context_logits[:, -1], frames, num_context,
+                                true_prob, rng)
+        return jnp.concatenate([context_logits, future], axis=1)
+
+    def _forecast(self, params, carry, first_logits, frames, num_context, true_prob, rng):
+        """Forecast steps N .. T-2 under lax.scan: logits of frames N+1 .. T-1."""
+        cell_params = params.get("forecaster", params["cell"])
+        num_steps = frames.shape[1] - 1 - num_context
+        coins = jax.random.bernoulli(rng, true_prob[:, None], (frames.shape[0], num_steps))
+        xs = (jnp.swapaxes(frames[:, num_context:-1], 0, 1), coins.T,
+              jnp.arange(num_context, num_context + num_steps))
+        k = self.truncation
+
+        def body(state, inp):
+            true_frame, coin, t = inp
+            if k:  # a window boundary at every multiple of k frames, as in unroll_frames; the
+                # fed-back prediction is cut too, so no gradient path spans more than k frames
+                state = jax.tree.map(lambda c: jnp.where(t % k == 0, lax.stop_gradient(c), c), state)
+            carry, prev_logits = state
+            frame = jnp.where(coin[:, None, None, None], true_frame, jax.nn.sigmoid(prev_logits))
+            carry, logits = self.frame_step(params, cell_params, carry, frame)
+            return (carry, logits), logits
+
+        if self.remat:
+            body = jax.checkpoint(body)
+        _, logits = lax.scan(body, (carry, first_logits), xs)
+        return jnp.swapaxes(logits, 0, 1)
+
+    def predict(self, params: dict, context: Array, num_future: int) -> Array:
+        """Free-running forecast: context (B, N, H, W, C) -> pixels (B, num_future, H, W, C).
+
+        Only the N context frames are given, so nothing of the future can leak in.
+        """
+        b, n = context.shape[:2]
+        frames = jnp.concatenate([context, jnp.zeros((b, num_future, *context.shape[2:]),
+                                                     context.dtype)], axis=1)
+        logits = self.rollout(params, frames, n, jnp.zeros((b,)), jax.random.key(0))
+        return jax.nn.sigmoid(logits[:, n - 1:])

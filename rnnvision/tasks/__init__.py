@@ -9,6 +9,7 @@ from rnnvision.tasks.base import Apply, Task
 _TASKS: dict[str, str] = {
     "row_mnist": "rnnvision.tasks.row_mnist:RowMnistTask",
     "moving_mnist": "rnnvision.tasks.moving_mnist:MovingMnistTask",
+    "captioning": "rnnvision.tasks.captioning:CaptioningTask",
 }
 
 

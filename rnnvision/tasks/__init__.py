@@ -9,6 +9,9 @@ from rnnvision.tasks.base import Apply, Task
 _TASKS: dict[str, str] = {
     "row_mnist": "rnnvision.tasks.row_mnist:RowMnistTask",
     "moving_mnist": "rnnvision.tasks.moving_mnist:MovingMnistTask",
+    "copy": "rnnvision.tasks.probes:CopyTask",
+    "adding": "rnnvision.tasks.probes:AddingTask",
+    "stream_frames": "rnnvision.tasks.stream_frames:StreamFramesTask",
     "captioning": "rnnvision.tasks.captioning:CaptioningTask",
 }
 

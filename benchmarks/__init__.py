@@ -1,0 +1,1 @@
+"""Benchmarks of rnnvision against its peers. Run: `python -m benchmarks.rnn_speed`."""

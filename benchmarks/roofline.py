@@ -1,0 +1,60 @@
+"""The machine's roofline for the RNN benchmarks: measured matmul and copy rates.
+
+    python -m benchmarks.roofline
+
+Prints the float32 matmul rate (GFLOP/s) of XLA on this machine for the matmul
+shapes an LSTM step and its hoisted input projection run, and the memory copy
+rate (GB/s), both median of repeated runs after warm-up. benchmarks/NOTES.md
+reads a training step's FLOP count against these rates.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (M, K, N): a recurrent step (B x H @ H x 4H), the hoisted input projection over
+# all steps (T*B x I @ I x 4H), a large square reference.
+MATMULS = {
+    "step B=64 H=256 (64x256 @ 256x1024)": (64, 256, 1024),
+    "hoisted T*B=6400 I=128 (6400x128 @ 128x1024)": (6400, 128, 1024),
+    "square 2048": (2048, 2048, 2048),
+}
+
+
+def _median_seconds(fn, *args, repeats: int = 20) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure() -> dict[str, float]:
+    """{name: rate}: GFLOP/s per matmul shape, GB/s for a 64 MB copy."""
+    rng = np.random.default_rng(0)
+    rates = {}
+    matmul = jax.jit(jnp.dot)
+    for name, (m, k, n) in MATMULS.items():
+        a = jnp.asarray(rng.standard_normal((m, k)), jnp.float32)
+        b = jnp.asarray(rng.standard_normal((k, n)), jnp.float32)
+        rates[f"matmul {name} GFLOP/s"] = 2 * m * k * n / _median_seconds(matmul, a, b) / 1e9
+    x = jnp.asarray(rng.standard_normal(16 * 2**20), jnp.float32)  # 64 MB
+    copy = jax.jit(lambda x: x * 1.0001)
+    rates["copy 64 MB (read + write) GB/s"] = 2 * x.nbytes / _median_seconds(copy, x) / 1e9
+    return rates
+
+
+def main() -> None:
+    print(f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s), JAX {jax.__version__}")
+    for name, rate in measure().items():
+        print(f"{name:55s} {rate:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""One training step (forward + backward) or one inference pass, per implementation.
+
+Every builder returns a no-argument callable that runs one step and waits for
+its result, so the timer in `rnn_speed.py` measures the same thing for all:
+  train: gradients of sum(ys * g) with respect to the parameters (not the
+         inputs; nobody computes dx), g a fixed random cotangent;
+  infer: the outputs ys (B, T, H) of the forward pass, no gradient state.
+Inputs are batch-major (B, T, I) everywhere; every implementation sees the same
+numbers.
+
+Implementations:
+  ours         rnnvision.recurrence.unroll (it dispatches to a fused fast path)
+  ours_generic the same cell through the generic lax.scan (fused.without_fast_path)
+  flax         flax.linen.RNN(OptimizedLSTMCell | GRUCell | ConvLSTMCell)
+  torch        torch.nn.LSTM / torch.nn.GRU (CPU build, or CUDA with --device=gpu)
+  jax_cudnn    jax.experimental.rnn.lstm, JAX's cuDNN LSTM (GPU only, lstm only)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Step = Callable[[], object]
+
+
+def problem(t: int, b: int, i: int, h: int, seed: int = 0):
+    """Inputs x (B, T, *I) and output cotangent g (B, T, *H) as float32 numpy arrays."""
+    rng = np.random.default_rng(seed)
+    i, h = (i,) if isinstance(i, int) else tuple(i), (h,) if isinstance(h, int) else tuple(h)
+    return (rng.standard_normal((b, t, *i)).astype(np.float32),
+            rng.standard_normal((b, t, *h)).astype(np.float32))
+
+
+def _jax_step(apply: Callable, params, x, g, mode: str) -> Step:
+    """jit(grad) or jit(forward) of `apply(params, x) -> ys`, bound to device arrays."""
+    x, g = jnp.asarray(x), jnp.asarray(g)
+    if mode == "train":
+        fn = jax.jit(jax.grad(lambda p, x, g: jnp.sum(apply(p, x) * g)))
+        return lambda: jax.block_until_ready(fn(params, x, g))
+    fn = jax.jit(apply)
+    return lambda: jax.block_until_ready(fn(params, x))
+
+
+def ours(cell_name: str, x, g, mode: str, generic: bool = False, **hparams) -> Step:
+    from rnnvision import cells, fused
+    from rnnvision.recurrence import unroll
+    cell = cells.get(cell_name, **hparams)
+    if generic:
+        cell = fused.without_fast_path(cell)
+    params = cell.init(jax.random.key(0), x.shape[2:])
+
+    def apply(p, xs):
+        carry = cell.initial_carry(p, (xs.shape[0], *xs.shape[2:]))
+        return unroll(cell, p, carry, xs)[1]
+
+    return _jax_step(apply, params, x, g, mode)
+
+
+def flax_rnn(cell_name: str, x, g, mode: str, hidden: int, kernel_size: int = 5) -> Step:
+    import flax.linen as nn
+    make = {"lstm": lambda: nn.OptimizedLSTMCell(hidden),
+            "gru": lambda: nn.GRUCell(hidden),
+            "conv_lstm": lambda: nn.ConvLSTMCell(hidden, (kernel_size, kernel_size))}[cell_name]
+    model = nn.RNN(make())
+    params = model.init(jax.random.key(0), jnp.asarray(x))
+    return _jax_step(model.apply, params, x, g, mode)
+
+
+def torch_rnn(cell_name: str, x, g, mode: str, hidden: int, device: str = "cpu") -> Step:
+    import torch
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name]
+    model = cls(x.shape[-1], hidden, batch_first=True).to(device)
+    tx, tg = torch.from_numpy(x).to(device), torch.from_numpy(g).to(device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+
+    def train():
+        model.zero_grad(set_to_none=True)
+        ys, _ = model(tx)
+        ys.backward(tg)
+        sync()
+
+    def infer():
+        with torch.no_grad():
+            model(tx)
+        sync()
+
+    return train if mode == "train" else infer
+
+
+def jax_cudnn_lstm(x, g, mode: str, hidden: int) -> Step:
+    """JAX's cuDNN LSTM (jax.experimental.rnn). GPU only; UNTESTED in this repo."""
+    from jax.experimental import rnn
+    b, t, i = x.shape
+    weights = rnn.init_lstm_weight(jax.random.key(0), i, hidden, 1, False)
+    zeros = jnp.zeros((1, b, hidden), jnp.float32)
+    lengths = jnp.full((b,), t, jnp.int32)
+
+    def apply(w, xs):
+        ys, _, _ = rnn.lstm(xs, zeros, zeros, w, lengths, input_size=i, hidden_size=hidden,
+                            num_layers=1, dropout=0.0, bidirectional=False)
+        return ys
+
+    return _jax_step(apply, weights, x, g, mode)

@@ -1,0 +1,49 @@
+"""The benchmarks run (tiny sizes) and measure what they say they measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import memory, moving_mnist_throughput, rnn_speed, steps
+
+
+def test_train_gflop_counts_forward_and_parameter_gradients():
+    t, b, i, h = 100, 64, 128, 256
+    forward = 2 * t * b * (i + h) * 4 * h
+    backward = 2 * t * b * 4 * h * h + 2 * t * b * (i + h) * 4 * h  # dh, dW_x + dW_h
+    assert rnn_speed.train_gflop("lstm", t, b, i, h) == pytest.approx((forward + backward) / 1e9)
+    assert rnn_speed.infer_gflop("lstm", t, b, i, h) == pytest.approx(forward / 1e9)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_every_implementation_runs_one_step(cell, mode):
+    x, g = steps.problem(5, 2, 3, 4)
+    impls = {"ours": steps.ours(cell, x, g, mode, hidden_size=4),
+             "ours_generic": steps.ours(cell, x, g, mode, generic=True, hidden_size=4),
+             "flax": steps.flax_rnn(cell, x, g, mode, 4)}
+    try:
+        import torch  # noqa: F401 - an optional extra
+        impls["torch"] = steps.torch_rnn(cell, x, g, mode, 4)
+    except ImportError:
+        pass
+    times = rnn_speed.time_interleaved(impls, repeats=2, warmup=0)
+    assert set(times) == set(impls)
+    assert all(wall > 0 and np.isfinite(wall) for wall, _ in times.values())
+
+
+def test_memory_analysis_orders_the_variants():
+    rows = {r["variant"]: r for r in memory.measure(shape=(64, 4, 8, 16), window=8)}
+    full = rows["full"]["temp_bytes"]
+    assert rows["truncation=8"]["temp_bytes"] == pytest.approx(full, rel=0.05)  # in-graph cut saves nothing
+    assert rows["remat"]["temp_bytes"] < full
+    assert rows["stream k1=k2=8"]["temp_bytes"] < rows["remat"]["temp_bytes"]
+
+
+def test_moving_mnist_throughput_reports_both_sides_and_the_data_rate():
+    out = moving_mnist_throughput.main(["--variant=smoke", "--batch=2", "--repeats=1"])
+    sps = out["sequences_per_second"]
+    assert {"ours", "flax"} <= set(sps) and all(v > 0 for v in sps.values())
+    assert out["ratio_ours_to_flax"] == pytest.approx(sps["ours"] / sps["flax"])
+    assert out["generator_sequences_per_second"] > 0

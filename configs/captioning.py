@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import use_real_mnist, variants
+from configs.common import apply_variants
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -120,16 +120,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.length_penalty = 0.0       # beam search: score / ((5 + len) / 6)**penalty; 0 = raw log-prob
     c.eval.num_figures = 16           # evaluation images in the figures
 
-    for name in variants(arg, VARIANTS):
-        _apply_variant(c, name)
-    c.lock()
-    return c
+    return apply_variants(c, arg, VARIANTS, _apply_variant)
 
 
 def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
-    if name == "real":
-        use_real_mnist(c.data)
-    elif name == "no_attention":
+    if name == "no_attention":
         c.model.attention = "none"
     elif name == "mean_context":
         c.model.attention = "mean"

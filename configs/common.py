@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 from rnnvision.data.mnist import (MNIST_DIR_ENV, MNIST_SUBSET_EVAL_SLICE, MNIST_SUBSET_IMAGES,
                                   MNIST_SUBSET_LABELS, MNIST_SUBSET_TRAIN_SLICE, default_mnist_dir)
@@ -16,6 +17,21 @@ def variants(arg: str | None, known: dict) -> list[str]:
             raise ValueError(f"unknown config variant {name!r}; known variants: "
                              + "; ".join(f"{k} ({v})" for k, v in known.items()))
     return names
+
+
+def apply_variants(config, arg: str | None, known: dict, apply: Callable) -> Any:
+    """Applies each variant of `arg` in order, then locks and returns `config`.
+
+    "real" (when `known` lists it) points config.data at the real MNIST subset
+    (`use_real_mnist`); every other name goes to `apply(config, name)`.
+    """
+    for name in variants(arg, known):
+        if name == "real":
+            use_real_mnist(config.data)
+        else:
+            apply(config, name)
+    config.lock()
+    return config
 
 
 def use_real_mnist(data) -> None:

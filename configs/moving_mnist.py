@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import use_real_mnist, variants
+from configs.common import apply_variants
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -118,16 +118,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.num_figure_sequences = 4   # sequences shown in the figures
     c.eval.mean_frame_sequences = 256 # training sequences averaged for the mean-frame baseline
 
-    for name in variants(arg, VARIANTS):
-        _apply_variant(c, name)
-    c.lock()
-    return c
+    return apply_variants(c, arg, VARIANTS, _apply_variant)
 
 
 def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
-    if name == "real":
-        use_real_mnist(c.data)
-    elif name == "tfds_test":
+    if name == "tfds_test":
         c.data.eval_set = "tfds"
         c.eval.num_sequences = 0
     elif name == "fc_lstm":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import use_real_mnist, variants
+from configs.common import apply_variants
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -72,16 +72,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.clip.threshold = 1.0
     c.eval.batch_size = 500
 
-    for name in variants(arg, VARIANTS):
-        _apply_variant(c, name)
-    c.lock()
-    return c
+    return apply_variants(c, arg, VARIANTS, _apply_variant)
 
 
 def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
-    if name == "real":
-        use_real_mnist(c.data)
-    elif name == "tfds":
+    if name == "tfds":
         c.data.source = "tfds"
     elif name in ("gru", "rnn", "row_lstm"):
         c.model.cell = name

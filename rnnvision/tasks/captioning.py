@@ -39,15 +39,12 @@ from rnnvision.models.captioner import ATTENTION_MODES, Captioner, caption_loss
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.models.resnet import NORMS, ResNetEncoder
 from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import ConfigError, check
+from rnnvision.train.config import ConfigError, check, finite_number
+from rnnvision.train.config import int_at_least as _int
 
 DATASETS = ("digit_scenes", "coco")
 DECODERS = ("greedy", "beam")
 VOCAB_FILE = "vocab.json"
-
-
-def _int(lo: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
 _RULES = [
@@ -59,8 +56,8 @@ _RULES = [
     ("model.attention", lambda v: v in ATTENTION_MODES, f"one of {ATTENTION_MODES}"),
     ("model.attention_score", lambda v: v in SCORES, f"one of {SCORES}"),
     ("model.attention_dim", _int(1), "an integer >= 1"),
-    ("model.doubly_stochastic", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
-    ("model.dropout", lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.doubly_stochastic", finite_number(0.0, strict=False), "a finite number >= 0"),
+    ("model.dropout", lambda v: finite_number(0.0, strict=False)(v) and v < 1, "a number in [0, 1)"),
     ("model.encoder_width", _int(1), "an integer >= 1"),
     ("model.encoder_stages", _int(1), "an integer >= 1"),
     ("model.encoder_blocks", _int(1), "an integer >= 1"),

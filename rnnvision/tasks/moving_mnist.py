@@ -36,7 +36,8 @@ from rnnvision.metrics.image import video_prediction_metrics
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.models.video import FRAME_INPUTS, FrameCodec, VideoPredictor
 from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import ConfigError, check
+from rnnvision.train.config import ConfigError, check, finite_number
+from rnnvision.train.config import int_at_least as _int
 
 LOSSES = ("mse", "bce")
 LOSS_FRAMES = ("all", "future")
@@ -47,12 +48,8 @@ TFDS_TEST_SIZE = 10_000  # sequences in TFDS moving_mnist "test"
 TFDS_READ = 1000  # sequences read from TFDS at a time (330 MB as float32)
 
 
-def _int(lo):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
 def _prob(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+    return finite_number(0.0, strict=False)(v) and v <= 1.0
 
 
 _RULES = [

@@ -94,6 +94,11 @@ def _one_of(options) -> Callable[[Any], bool]:
     return lambda v: v in options
 
 
+# Public predicates for the rules of tasks: check(config, [(field, predicate, allowed)]).
+int_at_least = _int
+finite_number = _num
+one_of = _one_of
+
 # (field, predicate, what is allowed)
 _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _int(0)(v) and v < 2**63, "an integer in [0, 2**63)"),

@@ -1,7 +1,7 @@
 """Speed of rnnvision's recurrences against their peers: the whole table, one command.
 
-    python -m benchmarks.rnn_speed                 # CPU, full table (< 10 min on 2 cores)
-    python -m benchmarks.rnn_speed --quick         # a subset (~2 min)
+    python -m benchmarks.rnn_speed                 # CPU, full table (5 min on 2 cores)
+    python -m benchmarks.rnn_speed --quick         # two shapes, no ConvLSTM or memory (~1 min)
     python -m benchmarks.rnn_speed --device=gpu    # GPU peers (UNTESTED, see below)
 
 Prints one row per (cell, shape, mode) with the median time of each
@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of JAX and torch (default: all cores)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7; quick 5)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; quick 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs after compiling")
     p.add_argument("--generic", action="store_true",
                    help="also time our generic lax.scan path (no fast path)")
@@ -232,7 +232,7 @@ def markdown(env, speed, memory) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    args.repeats = args.repeats or (5 if args.quick else 7)
+    args.repeats = args.repeats or (3 if args.quick else 5)
     threads = configure_threads(args)
     env = environment(args, threads)
     print(", ".join(f"{k}: {v}" for k, v in env.items()), flush=True)

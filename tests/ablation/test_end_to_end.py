@@ -104,3 +104,35 @@ def test_cli_smoke_variant_sharded(tmp_path):
     assert os.path.exists(os.path.join(root, "figures", "grad_bias.png"))
     bad = subprocess.run(base + ["--config.sweep.shard=3/2"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "sweep.shard" in bad.stderr
+
+
+@pytest.mark.slow
+def test_default_sweep_reproduces_the_expected_results(tmp_path):
+    """The README bar: the default variant end to end (under 2 minutes on an idle 2-core
+    CPU) shows the copy-task cliff at k = L, cosine(truncated, full) rising towards 1 with
+    k, and the spectral-radius-2.5 tanh RNN diverging unclipped but training clipped."""
+    root = str(tmp_path / "tbptt")
+    subprocess.run([sys.executable, "-m", "experiments.tbptt_ablation",
+                    "--config=configs/tbptt_ablation.py", f"--workdir={root}"],
+                   cwd=REPO, check=True)
+    rows = {r["setting"]: r for r in summary.read_csv(os.path.join(root, "summary.csv"))}
+    final = {name: float(r["final_metric_mean"]) for name, r in rows.items()
+             if r["final_metric_mean"] not in ("", "nan")}
+    # Copy task, L = 20: nothing below k = L learns, k = L does.
+    assert final["copy-k20-global_norm_1"] >= 0.99
+    for k in (1, 5, 10, 19):
+        assert final[f"copy-k{k}-global_norm_1"] < 0.5, k
+    # Clipping: every unclipped run diverges, no clipped one does, and the clipped runs
+    # beat predicting the mean (MSE 1/6).
+    assert rows["clip-kfull-none"]["diverged"] == "2"
+    for name in ("global_norm_1", "global_norm_10", "value_0.1", "adaptive_0.1"):
+        assert rows[f"clip-kfull-{name}"]["diverged"] == "0", name
+        assert final[f"clip-kfull-{name}"] < 1 / 6, name
+    # Gradient bias at initialisation: cosine rises with k (windows aligned to the start,
+    # so k | T or k = 1) and is 1 at k = T.
+    bias = [r for r in summary.read_csv(os.path.join(root, "grad_bias", "grad_bias.csv"))
+            if r["step"] == "0"]
+    cosine = {int(r["k"]): float(r["cosine"]) for r in bias}
+    ks = [1, 2, 4, 5, 10]
+    assert all(cosine[a] < cosine[b] for a, b in zip(ks, ks[1:])), cosine
+    assert cosine[10] < 0.99 and cosine[20] == pytest.approx(1.0, abs=1e-5)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.rnn_speed                 # CPU, full table (5 min on 2 cores)
     python -m benchmarks.rnn_speed --quick         # two shapes, no ConvLSTM or memory (~1 min)
-    python -m benchmarks.rnn_speed --device=gpu    # GPU peers (UNTESTED, see below)
+    python -m benchmarks.rnn_speed --device=gpu    # GPU peers (not yet run on a GPU, see below)
 
 Prints one row per (cell, shape, mode) with the median time of each
 implementation and our time as a ratio to each peer's, then the compiled
@@ -20,8 +20,8 @@ parallelises large matmuls/fusions over it; torch gets the same count with
 torch.set_num_threads (default: all cores; --threads=1 pins both to one).
 
 GPU (--device=gpu): peers are torch CUDA (cuDNN) and JAX's own cuDNN LSTM
-(jax.experimental.rnn). This path is written but UNTESTED: no GPU was
-available where this benchmark was developed.
+(jax.experimental.rnn). This path has not been run on a GPU yet; expect to
+fix small things on the first run.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def torch_rnn(cell_name: str, x, g, mode: str, hidden: int, device: str = "cpu")
 
 
 def jax_cudnn_lstm(x, g, mode: str, hidden: int) -> Step:
-    """JAX's cuDNN LSTM (jax.experimental.rnn). GPU only; UNTESTED in this repo."""
+    """JAX's cuDNN LSTM (jax.experimental.rnn). GPU only; not yet run on a GPU."""
     from jax.experimental import rnn
     b, t, i = x.shape
     weights = rnn.init_lstm_weight(jax.random.key(0), i, hidden, 1, False)

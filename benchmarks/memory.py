@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnvision import cells, fused
+from rnnvision.ablation.memory import compiled_bytes
 from rnnvision.recurrence import stream_init, stream_unroll, unroll
 
 SHAPE = (1000, 64, 128, 256)  # T, B, I, H
@@ -29,12 +30,11 @@ WINDOW = 50
 
 
 def _stats(fn, *args) -> dict:
-    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
-    if analysis is None:
+    """temp and total (argument + output + temp - alias) bytes of jit(fn)(*args)."""
+    out = compiled_bytes(fn, *args)
+    if out["peak_bytes"] < 0:  # a backend without memory analysis
         return {"temp_bytes": float("nan"), "total_bytes": float("nan")}
-    total = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-             + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
-    return {"temp_bytes": analysis.temp_size_in_bytes, "total_bytes": total}
+    return {"temp_bytes": out["temp"], "total_bytes": out["peak_bytes"]}
 
 
 def measure(shape=SHAPE, window: int = WINDOW) -> list[dict]:

@@ -63,7 +63,7 @@ from rnnvision import recurrence
 from rnnvision.metrics.gradients import largest_singular_value
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import check
+from rnnvision.train.config import check, int_at_least
 
 _EVAL_SEED = 20261122  # the evaluation set's seed: one set shared by every run
 
@@ -115,9 +115,9 @@ class ProbeTask(Task):
     def __init__(self, config):
         super().__init__(config)
         check(config, [
-            ("data.dependency", lambda v: isinstance(v, int) and v >= 2, "an integer L >= 2"),
-            ("data.num_eval", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-            ("model.hidden_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("data.dependency", int_at_least(2), "an integer L >= 2"),
+            ("data.num_eval", int_at_least(1), "an integer >= 1"),
+            ("model.hidden_size", int_at_least(1), "an integer >= 1"),
         ])
         self.cell = make_cell(config.model)
         self.length = config.data.dependency
@@ -203,8 +203,8 @@ class CopyTask(ProbeTask):
 
     def __init__(self, config):
         check(config, [
-            ("data.num_symbols", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-            ("data.num_copy", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("data.num_symbols", int_at_least(2), "an integer >= 2"),
+            ("data.num_copy", int_at_least(1), "an integer >= 1"),
         ])
         self.num_symbols, self.num_copy = config.data.num_symbols, config.data.num_copy
         self.num_features = self.num_copy * self.num_symbols + 2

@@ -44,14 +44,10 @@ from rnnvision.data.moving_mnist import MovingMnist
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.tasks.base import Apply, Task
 from rnnvision.tasks.probes import sigma_max
-from rnnvision.train.config import ConfigError, check
+from rnnvision.train.config import ConfigError, check, int_at_least
 
 _EVAL_SEED = 20261122  # seed of the evaluation videos, shared by every run
 _CONV_CELLS = ("conv_lstm",)
-
-
-def _pos_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 class StreamFramesTask(Task):
@@ -61,13 +57,13 @@ class StreamFramesTask(Task):
         super().__init__(config)
         d = config.data
         check(config, [
-            ("data.num_frames", _pos_int, "an integer T >= 1"),
+            ("data.num_frames", int_at_least(1), "an integer T >= 1"),
             ("data.num_objects", lambda v: v in (1, 2, 3), "1, 2 or 3 digits per video"),
-            ("data.canvas", lambda v: _pos_int(v) and v > 28, "an integer > 28"),
-            ("data.downsample", lambda v: _pos_int(v) and d.canvas % v == 0,
+            ("data.canvas", int_at_least(29), "an integer > 28"),
+            ("data.downsample", lambda v: int_at_least(1)(v) and d.canvas % v == 0,
              f"a divisor of data.canvas ({d.canvas})"),
-            ("data.num_eval_sequences", _pos_int, "an integer >= 1"),
-            ("model.k1", lambda v: isinstance(v, int) and v >= 0, "0 (= k2) or an integer >= 1"),
+            ("data.num_eval_sequences", int_at_least(1), "an integer >= 1"),
+            ("model.k1", int_at_least(0), "0 (= k2) or an integer >= 1"),
         ])
         self.k2 = config.train.truncation or d.num_frames
         self.k1 = config.model.k1 or self.k2

@@ -63,7 +63,7 @@ class RNN(nn.Module):
       truncation: truncated BPTT window k (None: full backpropagation through time).
       remat: gradient checkpointing (True: ~sqrt(T) chunks; an int: chunk length).
       reverse: process the sequence from its end (ys stay in time order).
-      unroll: lax.scan's loop-unrolling factor.
+      unroll: lax.scan's loop-unrolling factor (None: automatic, see recurrence.unroll).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnvision
@@ -81,7 +81,7 @@ class RNN(nn.Module):
     truncation: int | None = None
     remat: bool | int = False
     reverse: bool = False
-    unroll: int = 1
+    unroll: int | None = None
 
     @nn.compact
     def __call__(self, xs: Array, carry: Carry | None = None, mask: Array | None = None,

@@ -17,7 +17,9 @@ Shape legend: B batch, T time, F... one step's features (e.g. (I,) or (H, W, C))
   remat         gradient checkpointing: only the carries at chunk boundaries
                 (every ~sqrt(T) steps, or every `remat` steps if an int) are kept
                 for the backward pass; everything else is recomputed.
-  unroll        lax.scan's loop-unrolling factor.
+  unroll        lax.scan's loop-unrolling factor; None (default): chosen by the
+                fast path where one applies (4 on CPU, measured in
+                benchmarks/NOTES.md), else 1.
 
 The input-to-state map of the cell (`cell.project_inputs`) is applied to all steps
 at once, outside the scan, so only the recurrent part runs sequentially.
@@ -50,7 +52,7 @@ def _time_major(x: Array | None) -> Array | None:
     return None if x is None else jnp.swapaxes(x, 0, 1)
 
 
-def _check_args(carry, xs, truncation, mask, resets, remat):
+def _check_args(carry, xs, truncation, mask, resets, remat, unroll):
     if xs.ndim < 2:
         raise ValueError(f"xs must be batch-major (B, T, *features); got shape {xs.shape}")
     # A time-major xs (T, B, ...) would otherwise fail deep in the cell, or run
@@ -67,6 +69,9 @@ def _check_args(carry, xs, truncation, mask, resets, remat):
             raise ValueError(f"{name} must have shape (B, T)={tuple(xs.shape[:2])}; got {tuple(m.shape)}")
     if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
         raise ValueError(f"remat={remat!r} must be a bool or a chunk length >= 1")
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
+                               or unroll < 1):
+        raise ValueError(f"unroll={unroll!r} must be None (automatic) or an integer >= 1")
 
 
 def _make_body(cell: Cell, params: Params, truncation, reset_carry):
@@ -91,13 +96,13 @@ def _make_body(cell: Cell, params: Params, truncation, reset_carry):
 def unroll(cell: Cell, params: Params, carry: Carry, xs: Array, *,
            truncation: int | None = None, mask: Array | None = None,
            resets: Array | None = None, reverse: bool = False,
-           remat: bool | int = False, unroll: int = 1) -> tuple[Carry, Array]:
+           remat: bool | int = False, unroll: int | None = None) -> tuple[Carry, Array]:
     """Runs `cell` over `xs` (B, T, *F); returns (final carry, ys (B, T, *F_out)).
 
     See the module docstring for the options. Pure; composes with jit, vmap,
     grad and pmap.
     """
-    _check_args(carry, xs, truncation, mask, resets, remat)
+    _check_args(carry, xs, truncation, mask, resets, remat, unroll)
     num_steps = xs.shape[1]
     order = jnp.arange(num_steps, dtype=jnp.int32)
     inputs = {"x": _time_major(xs), "s": order[::-1] if reverse else order}
@@ -115,7 +120,7 @@ def unroll(cell: Cell, params: Params, carry: Carry, xs: Array, *,
     def project_and_scan(carry, inp):
         inp = dict(inp)
         inp["px"] = cell.project_inputs(params, inp.pop("x"))
-        return lax.scan(body, carry, inp, reverse=reverse, unroll=unroll)
+        return lax.scan(body, carry, inp, reverse=reverse, unroll=unroll or 1)
 
     # A fused fast path (rnnvision/fused) with the same semantics, where one applies.
     project_and_scan = fused.scan_fn(cell, params, carry, inputs, truncation=truncation,

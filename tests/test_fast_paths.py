@@ -177,3 +177,22 @@ def test_float64_falls_back():
     with (enable_x64() if enable_x64 is not None else jax.enable_x64(True)):
         to64 = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float64), t)
         assert not uses_fast_path(cell, to64(params), to64(carry), to64(xs))
+
+
+def test_automatic_unroll_is_the_fast_paths_choice():
+    """unroll=None (the default) lets the fast path pick its factor; an explicit one wins."""
+    cell, params, carry, xs, _ = setup("lstm")
+
+    def unroll_factors(**opts):
+        jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(params, carry, xs)
+        return {int(e.params["unroll"]) for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"}
+
+    assert unroll_factors() == {fused._auto_unroll()}
+    assert unroll_factors(unroll=3) == {3}
+
+
+def _equations(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            yield from _equations(sub)

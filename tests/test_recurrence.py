@@ -649,3 +649,10 @@ def test_bad_remat_raises(bad):
     cell, params, carry, xs = setup("rnn")
     with pytest.raises(ValueError, match="remat"):
         unroll(cell, params, carry, xs, remat=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])
+def test_bad_unroll_raises(bad):
+    cell, params, carry, xs = setup("rnn")
+    with pytest.raises(ValueError, match="unroll"):
+        unroll(cell, params, carry, xs, unroll=bad)

@@ -6,7 +6,8 @@ Shape legend: T time, B batch, I input size, H hidden size, G gate blocks
     carry, ys = dense_scan(spec, w, xs, carry, seq)      # ys (T, B, H)
 
 `xs` is either the raw input x (T, B, I) with the input matmul done inside the
-loop (`spec.in_loop`), or the hoisted projection px = x W_x + b (T, B, G*H).
+loop (`spec.in_loop`), or the hoisted projection x W_x (T, B, G*H); the input
+bias is added inside the loop in both cases.
 
 Why it is faster than differentiating `lax.scan` (numbers in benchmarks/NOTES.md):
   * the backward loop keeps only the sequential work: the gate derivatives and
@@ -66,35 +67,53 @@ def _split(a: Array, n: int) -> list[Array]:
 # du (B, G*H) is the cotangent of the step's pre-activations (for gru: of x W_x + b_x,
 # see _gru_du) and d_new the cotangent of the step's new carry.
 
-def _preact(spec, w, h, xt, b_key="b"):
-    """x_t W_x + h W_h + b (lstm, rnn)."""
+def _preact(spec, w, h, xt):
+    """x_t W_x + h W_h + b (lstm, rnn); xt is x_t W_x when the projection is hoisted."""
     if spec.in_loop:
-        return jnp.concatenate([xt, h], axis=-1) @ w["w_xh"] + w[b_key]
-    return xt + h @ w["w_h"]
+        return jnp.concatenate([xt, h], axis=-1) @ w["w_xh"] + w["b"]
+    return xt + h @ w["w_h"] + w["b"]
+
+
+def _gate_columns(hidden: int, values) -> Array:
+    """A (4 H,) row holding values[k] in the columns of lstm gate block k (i, f, g, o)."""
+    return jnp.repeat(jnp.asarray(values, jnp.float32), hidden, total_repeat_length=4 * hidden)
 
 
 def _lstm_step(spec, w, carry, xt):
+    # All four gate nonlinearities in one pass over the (B, 4H) block:
+    # sigmoid(u) = 0.5 tanh(0.5 u) + 0.5 for i, f, o and tanh(u) for g. One
+    # elementwise fusion instead of four slices + concatenate: fewer, larger kernels
+    # per step (benchmarks/NOTES.md, item 8).
     c, h = carry
-    i, f, g, o = _split(_preact(spec, w, h, xt), 4)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    scale = _gate_columns(c.shape[-1], (0.5, 0.5, 1.0, 0.5))
+    shift = _gate_columns(c.shape[-1], (0.5, 0.5, 0.0, 0.5))
+    acts = jnp.tanh(_preact(spec, w, h, xt) * scale) * scale + shift
+    i, f, g, o = _split(acts, 4)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
-    return (c_new, h_new), h_new, jnp.concatenate([i, f, g, o], axis=-1)
+    return (c_new, h_new), h_new, acts
 
 
 def _lstm_step_bwd(w, res, d_new):
-    i, f, g, o = _split(res["acts"], 4)
+    acts = res["acts"]
+    hidden = acts.shape[-1] // 4
+    i, f, g, o = _split(acts, 4)
     c_prev, tc = res["c_prev"], jnp.tanh(res["c_new"])
     dc, dh = d_new
     dc = dc + dh * o * (1.0 - tc * tc)
-    du = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                          dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
+    # du = (upstream) * (the other factor of the gate's product) * (the gate's
+    # derivative), written over the whole (B, 4H) block as one fusion.
+    is_g = _gate_columns(hidden, (0.0, 0.0, 1.0, 0.0)) > 0
+    slope = jnp.where(is_g, 1.0 - acts * acts, acts * (1.0 - acts))
+    other = jnp.concatenate([g, c_prev, i, tc], axis=-1)
+    upstream = jnp.concatenate([dc, dc, dc, dh], axis=-1)
+    du = upstream * other * slope
     return du, (dc * f, du @ w["w_h_t"])
 
 
 def _gru_step(spec, w, carry, xt):
     (h,) = carry
-    a = (xt @ w["w_x"] + w["b_x"]) if spec.in_loop else xt
+    a = (xt @ w["w_x"] if spec.in_loop else xt) + w["b_x"]
     u = h @ w["w_h"] + w["b_h"]
     a_r, a_z, a_n = _split(a, 3)
     u_r, u_z, u_n = _split(u, 3)
@@ -247,9 +266,9 @@ def _backward(spec: ScanSpec, w, res, seq, final_carry, d_carry, d_ys):
 def dense_scan(spec: ScanSpec, w: dict, xs: Array, carry: tuple, seq: dict):
     """Runs the cell `spec.kind` over xs; returns (final carry, ys (T, B, H)).
 
-    w: {"w_h": (H, G*H)} plus, if spec.in_loop, {"w_x": (I, G*H)} and the input
-    bias ("b", or "b_x" for gru); gru always has "b_h". xs: x (T, B, I) if
-    spec.in_loop else px (T, B, G*H). carry: (c, h) for lstm, (h,) otherwise,
+    w: {"w_h": (H, G*H), input bias "b" (gru: "b_x" and "b_h")} plus, if
+    spec.in_loop, {"w_x": (I, G*H)}. xs: x (T, B, I) if spec.in_loop, else the
+    hoisted projection x W_x (T, B, G*H) without bias. carry: (c, h) for lstm, (h,) otherwise,
     each (B, H). seq: {"s": (T,) int32 processing index, optional "m": (T, B)
     bool mask, "r": (T, B) bool resets}.
     """
@@ -280,12 +299,12 @@ def _dense_scan_bwd(spec, saved, cotangents):
         h_prev = jnp.where(seq["r"][..., None], 0.0, h_prev)
     du_h = _gru_du(du, res["acts"]) if spec.kind == "gru" else du
     d_w = {"w_h": _rows_matmul(h_prev, du_h)}
+    d_w["b_x" if spec.kind == "gru" else "b"] = du.sum(axis=(0, 1))
     if spec.kind == "gru":
         d_w["b_h"] = du_h.sum(axis=(0, 1))
     if not spec.in_loop:
         return d_w, du, d_carry0, None
     d_w["w_x"] = _rows_matmul(xs, du)
-    d_w["b_x" if spec.kind == "gru" else "b"] = du.sum(axis=(0, 1))
     return d_w, du @ wp["w_x"].T, d_carry0, None
 
 

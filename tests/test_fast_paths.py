@@ -158,7 +158,7 @@ def test_falls_back_where_it_does_not_apply():
     cell, params, carry, xs, _ = setup("lstm")
     assert uses_fast_path(cell, params, carry, xs)
     bf16 = cells.get("lstm", hidden_size=H, compute_dtype="bfloat16")
-    assert not uses_fast_path(bf16, params, carry, xs)
+    assert uses_fast_path(bf16, params, carry, xs)
     assert not uses_fast_path(fused.without_fast_path(cell), params, carry, xs)
     # a subclass may change the maths: it gets the generic scan
     sub = type("MyLSTM", (cells.LSTMCell,), {})(hidden_size=H)
@@ -168,6 +168,41 @@ def test_falls_back_where_it_does_not_apply():
     conv_carry = jax.eval_shape(lambda p: conv.initial_carry(p, (B, 4, 4, 1)), conv_params)
     assert not uses_fast_path(conv, conv_params, conv_carry,
                               jax.ShapeDtypeStruct((B, T, 4, 4, 1), jnp.float32))
+
+
+BF16_CASES = [("lstm", "all", "in_loop"), ("lstm", "plain", "hoisted"),
+              ("gru", "all", "hoisted"), ("rnn", "plain", "in_loop")]
+
+
+@pytest.mark.parametrize("name,option,layout", BF16_CASES, ids=["-".join(c) for c in BF16_CASES])
+def test_bfloat16_compute_is_as_accurate_as_the_generic_scan(name, option, layout, monkeypatch):
+    """bfloat16 matmuls: the fast path and the generic scan against float32 maths.
+
+    Both round matmul operands to bfloat16, so neither matches float32 to 1e-5;
+    the fast path must stay within bfloat16 precision of the float32 result and
+    be no less accurate than the generic scan (which also rounds cotangents).
+    """
+    force_layout(monkeypatch, layout)
+    cell32, params, carry, xs, weights = setup(name)
+    cell = cells.get(name, hidden_size=H, compute_dtype="bfloat16")
+    opts = OPTIONS[option]
+    assert uses_fast_path(cell, params, carry, xs, **opts)
+
+    @jax.jit
+    def values_and_grads(params, xs, carry):
+        return [(unroll(c, params, carry, xs, **opts)[1],
+                 jax.grad(loss_fn(c, weights, **opts), argnums=(0, 1, 2))(params, xs, carry))
+                for c in (cell, fused.without_fast_path(cell), fused.without_fast_path(cell32))]
+
+    fast, generic, exact = values_and_grads(params, xs, carry)
+
+    def rel_error(a, b):  # worst leaf, relative to the leaf's scale
+        return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-6))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    fast_err, generic_err = rel_error(fast, exact), rel_error(generic, exact)
+    assert 1e-4 < fast_err < 3e-2, fast_err  # really bfloat16, and within its precision
+    assert fast_err <= 2 * generic_err + 1e-3, (fast_err, generic_err)
 
 
 def test_float64_falls_back():

@@ -7,8 +7,16 @@ mask, resets, reverse, remat chunking and `unroll` are all honoured), and gives
 the same values and gradients to float32 rounding (tests/test_fast_paths.py).
 
 Applies to: exactly the built-in `lstm`, `gru` and `rnn` cells (not subclasses:
-they may change the maths), float32 compute, float32 params/carry/inputs, one
-batch dim. Everything else returns None and runs the generic scan.
+they may change the maths), float32 or bfloat16 compute, float32
+params/carry/inputs, one batch dim. Everything else returns None and runs the
+generic scan.
+
+With compute_dtype="bfloat16" the matmuls of both loops and the weight gradients
+take bfloat16 operands with float32 accumulation, as the cell's own `matmul`
+does; the carry, gates and all elementwise maths stay float32. The generic
+scan's autodiff rounds each matmul's cotangent result to bfloat16, the fast
+path keeps it in float32, so the two agree to bfloat16 precision, not float32
+(tests/test_fast_paths.py bounds both against a float32 reference).
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
         return None
     in_loop = _input_matmul_in_loop(params)
     spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse),
-                    unroll=unroll or _auto_unroll(), in_loop=in_loop)
+                    unroll=unroll or _auto_unroll(), in_loop=in_loop,
+                    compute=cell.compute_dtype)
     # The input bias always enters inside the loop, where it is free in the step's
     # elementwise fusion; adding it to the hoisted (T, B, G*H) projection would cost
     # one more pass over that array.
@@ -54,7 +63,7 @@ def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
     def fused(carry, inp):
         inp = dict(inp)
         x = inp.pop("x")
-        xs = x if in_loop else _rows_times(x, params["w_x"])
+        xs = x if in_loop else _rows_times(cell, x, params["w_x"])
         leaves = (carry.c, carry.h) if kind == "lstm" else (carry,)
         final, ys = dense_scan(spec, w, xs, leaves, inp)
         return (LSTMCarry(*final) if kind == "lstm" else final[0]), ys
@@ -92,18 +101,18 @@ def _input_matmul_in_loop(params) -> bool:
     return size * 4 <= _IN_LOOP_WEIGHT_BYTES
 
 
-def _rows_times(x, w):
+def _rows_times(cell: Cell, x, w):
     """x (T, B, I) @ w (I, N) as one 2-D matmul over the T*B rows (XLA:CPU runs the
-    2-D form up to 2x faster than the batched 3-D one)."""
+    2-D form up to 2x faster than the batched 3-D one), in the cell's compute dtype."""
     t, b, i = x.shape
-    return (x.reshape(t * b, i) @ w).reshape(t, b, w.shape[1])
+    return cell.matmul(x.reshape(t * b, i), w).reshape(t, b, w.shape[1])
 
 
 def _applies(cell: Cell, params, carry, inputs: dict) -> bool:
     f32 = jnp.dtype(jnp.float32)
     x = inputs["x"]
     leaves = jax.tree.leaves(carry) + jax.tree.leaves(params)
-    return (cell.compute_dtype == "float32" and x.ndim == 3 and x.dtype == f32
+    return (cell.compute_dtype in ("float32", "bfloat16") and x.ndim == 3 and x.dtype == f32
             and isinstance(carry, LSTMCarry if isinstance(cell, LSTMCell) else jax.Array)
             and all(jnp.dtype(a.dtype) == f32 for a in leaves)
             and all(a.ndim == 2 for a in jax.tree.leaves(carry)))

@@ -51,6 +51,8 @@ class ScanSpec(NamedTuple):
     reverse: bool             # process from the end of the time axis
     unroll: int               # lax.scan unroll factor of both loops
     in_loop: bool             # xs is x (input matmul in the loop), else px
+    compute: str = "float32"  # matmul operand dtype ("float32" or "bfloat16");
+                              # accumulation, state and elementwise maths stay float32
 
 
 def _rows(pred: Array) -> Array:
@@ -70,8 +72,8 @@ def _split(a: Array, n: int) -> list[Array]:
 def _preact(spec, w, h, xt):
     """x_t W_x + h W_h + b (lstm, rnn); xt is x_t W_x when the projection is hoisted."""
     if spec.in_loop:
-        return jnp.concatenate([xt, h], axis=-1) @ w["w_xh"] + w["b"]
-    return xt + h @ w["w_h"] + w["b"]
+        return _mm(jnp.concatenate([xt, h], axis=-1), w["w_xh"]) + w["b"]
+    return xt + _mm(h, w["w_h"]) + w["b"]
 
 
 def _gate_columns(hidden: int, values) -> Array:
@@ -108,13 +110,13 @@ def _lstm_step_bwd(w, res, d_new):
     other = jnp.concatenate([g, c_prev, i, tc], axis=-1)
     upstream = jnp.concatenate([dc, dc, dc, dh], axis=-1)
     du = upstream * other * slope
-    return du, (dc * f, du @ w["w_h_t"])
+    return du, (dc * f, _mm(du, w["w_h_t"]))
 
 
 def _gru_step(spec, w, carry, xt):
     (h,) = carry
-    a = (xt @ w["w_x"] if spec.in_loop else xt) + w["b_x"]
-    u = h @ w["w_h"] + w["b_h"]
+    a = (_mm(xt, w["w_x"]) if spec.in_loop else xt) + w["b_x"]
+    u = _mm(h, w["w_h"]) + w["b_h"]
     a_r, a_z, a_n = _split(a, 3)
     u_r, u_z, u_n = _split(u, 3)
     r = jax.nn.sigmoid(a_r + u_r)
@@ -132,7 +134,7 @@ def _gru_step_bwd(w, res, d_new):
     dz = dh * (res["h_prev"] - n) * z * (1.0 - z)
     da = jnp.concatenate([dr, dz, dn], axis=-1)   # d(x W_x + b_x)
     du_h = jnp.concatenate([dr, dz, dn * r], axis=-1)  # d(h W_h + b_h)
-    return da, (dh * z + du_h @ w["w_h_t"],)
+    return da, (dh * z + _mm(du_h, w["w_h_t"]),)
 
 
 def _rnn_step(spec, w, carry, xt):
@@ -145,7 +147,7 @@ def _rnn_step_bwd(w, res, d_new):
     (dh,) = d_new
     y = res["y"]  # y == h_new where the step is valid; elsewhere dh is 0 anyway
     du = dh * (1.0 - y * y)
-    return du, (du @ w["w_h_t"],)
+    return du, (_mm(du, w["w_h_t"]),)
 
 
 class _CellOps(NamedTuple):
@@ -276,10 +278,16 @@ def dense_scan(spec: ScanSpec, w: dict, xs: Array, carry: tuple, seq: dict):
 
 
 def _prepare(spec, w):
-    """Adds the derived weights the loops use: W_h^T, and [W_x; W_h] for in-loop."""
+    """Adds the derived weights the loops use: W_h^T, and [W_x; W_h] for in-loop.
+
+    The matmul weights are cast to `spec.compute` once here, not once per step.
+    """
     w = dict(w, w_h_t=w["w_h"].T)
     if spec.in_loop and spec.kind != "gru":
         w["w_xh"] = jnp.concatenate([w["w_x"], w["w_h"]], axis=0)
+    for name in ("w_h", "w_h_t", "w_x", "w_xh"):
+        if name in w:
+            w[name] = w[name].astype(spec.compute)
     return w
 
 
@@ -298,14 +306,14 @@ def _dense_scan_bwd(spec, saved, cotangents):
     if "r" in seq:
         h_prev = jnp.where(seq["r"][..., None], 0.0, h_prev)
     du_h = _gru_du(du, res["acts"]) if spec.kind == "gru" else du
-    d_w = {"w_h": _rows_matmul(h_prev, du_h)}
+    d_w = {"w_h": _rows_matmul(h_prev, du_h, spec.compute)}
     d_w["b_x" if spec.kind == "gru" else "b"] = du.sum(axis=(0, 1))
     if spec.kind == "gru":
         d_w["b_h"] = du_h.sum(axis=(0, 1))
     if not spec.in_loop:
         return d_w, du, d_carry0, None
-    d_w["w_x"] = _rows_matmul(xs, du)
-    return d_w, du @ wp["w_x"].T, d_carry0, None
+    d_w["w_x"] = _rows_matmul(xs, du, spec.compute)
+    return d_w, _mm(du, wp["w_x"].T), d_carry0, None
 
 
 def _gru_du(da, acts):
@@ -315,10 +323,15 @@ def _gru_du(da, acts):
                            axis=-1)
 
 
-def _rows_matmul(a, b):
+def _rows_matmul(a, b, compute="float32"):
     """a^T b over all T*B rows: (T, B, K), (T, B, N) -> (K, N), one matmul."""
     rows = a.shape[0] * a.shape[1]
-    return a.reshape(rows, -1).T @ b.reshape(rows, -1)
+    return _mm(a.reshape(rows, -1).T, b.reshape(rows, -1).astype(compute))
+
+
+def _mm(a, w):
+    """a @ w with a cast to w's dtype, float32 accumulation and result."""
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=jnp.float32)
 
 
 dense_scan.defvjp(_dense_scan_fwd, _dense_scan_bwd)

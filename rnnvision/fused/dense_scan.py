@@ -78,7 +78,8 @@ def _preact(spec, w, h, xt):
 
 def _gate_columns(hidden: int, values) -> Array:
     """A (4 H,) row holding values[k] in the columns of lstm gate block k (i, f, g, o)."""
-    return jnp.repeat(jnp.asarray(values, jnp.float32), hidden, total_repeat_length=4 * hidden)
+    values = jnp.asarray(values, jnp.float32)
+    return jnp.broadcast_to(values[:, None], (4, hidden)).reshape(4 * hidden)
 
 
 def _lstm_step(spec, w, carry, xt):

@@ -1,10 +1,14 @@
 """Speed of rnnvision's recurrences against their peers: the whole table, one command.
 
     python -m benchmarks.rnn_speed                 # CPU, full table (5 min on 2 cores)
-    python -m benchmarks.rnn_speed --quick         # two shapes, no ConvLSTM or memory (~1 min)
+    python -m benchmarks.rnn_speed --quick         # two shapes, float32 only, no ConvLSTM
+                                                   # or memory (~1 min)
     python -m benchmarks.rnn_speed --device=gpu    # GPU peers (not yet run on a GPU, see below)
 
-Prints one row per (cell, shape, mode) with the median time of each
+Rows: the dense cells in float32 on four shapes, then in bfloat16 (matmuls in
+bfloat16 with float32 accumulation: ours `compute_dtype="bfloat16"`, flax
+`dtype=bfloat16`, torch's module and inputs in bfloat16) on the first shape,
+then ConvLSTM. Prints one row per (cell, shape, mode) with the median time of each
 implementation and our time as a ratio to each peer's, then the compiled
 memory of long-sequence training (benchmarks/memory.py), and writes both as
 CSV and Markdown to --out (default benchmarks/results/).
@@ -36,6 +40,8 @@ import time
 
 SHAPES = [(100, 64, 128, 256), (28, 128, 28, 128), (784, 64, 1, 128), (20, 16, 4096, 512)]
 QUICK_SHAPES = SHAPES[:2]
+# bfloat16 compute (float32 accumulation), every implementation in bfloat16: the first shape.
+BF16_SHAPES = SHAPES[:1]
 CONV_SHAPE = (20, 16, (16, 16, 16), 64)  # T, B, (H, W, C) input, hidden channels; kernel 5
 CONV_REPEATS = 2
 
@@ -54,6 +60,7 @@ def parse_args(argv=None):
                    help="also time our generic lax.scan path (no fast path)")
     p.add_argument("--cells", default="lstm,gru,conv_lstm", help="comma-separated subset")
     p.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
     return p.parse_args(argv)
 
 
@@ -106,22 +113,25 @@ def infer_gflop(cell: str, t, b, i, h) -> float:
 
 # -- the rows -------------------------------------------------------------------------
 
-def dense_rows(args, shapes, cells):
+def dense_rows(args, shapes, cells, dtype="float32"):
     from benchmarks import steps as S
     gpu = args.device == "gpu"
     for cell in [c for c in ("lstm", "gru") if c in cells]:
         for t, b, i, h in shapes:
             x, g = S.problem(t, b, i, h)
             for mode in ("train", "infer"):
-                impls = {"ours": S.ours(cell, x, g, mode, hidden_size=h)}
+                impls = {"ours": S.ours(cell, x, g, mode, hidden_size=h, compute_dtype=dtype)}
                 if args.generic:
-                    impls["ours_generic"] = S.ours(cell, x, g, mode, generic=True, hidden_size=h)
-                impls["torch"] = S.torch_rnn(cell, x, g, mode, h, "cuda" if gpu else "cpu")
-                impls["flax"] = S.flax_rnn(cell, x, g, mode, h)
-                if gpu and cell == "lstm":
+                    impls["ours_generic"] = S.ours(cell, x, g, mode, generic=True, hidden_size=h,
+                                                   compute_dtype=dtype)
+                impls["torch"] = S.torch_rnn(cell, x, g, mode, h, "cuda" if gpu else "cpu",
+                                             dtype=dtype)
+                impls["flax"] = S.flax_rnn(cell, x, g, mode, h, dtype=dtype)
+                if gpu and cell == "lstm" and dtype == "float32":
                     impls["jax_cudnn"] = S.jax_cudnn_lstm(x, g, mode, h)
                 flop = (train_gflop if mode == "train" else infer_gflop)(cell, t, b, i, h)
-                yield {"cell": cell, "shape": f"T={t} B={b} I={i} H={h}", "mode": mode,
+                name = cell if dtype == "float32" else f"{cell} {dtype}"
+                yield {"cell": name, "shape": f"T={t} B={b} I={i} H={h}", "mode": mode,
                        "gflop": flop}, impls
 
 
@@ -240,6 +250,8 @@ def main(argv=None):
     shapes = QUICK_SHAPES if args.quick else SHAPES
     start = time.perf_counter()
     speed = run_rows(args, dense_rows(args, shapes, cells))
+    if not (args.quick or args.no_bf16):
+        speed += run_rows(args, dense_rows(args, BF16_SHAPES, cells, dtype="bfloat16"))
     if not args.quick:
         speed += run_rows(args, conv_rows(args, cells))
     memory = []

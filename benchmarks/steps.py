@@ -60,21 +60,28 @@ def ours(cell_name: str, x, g, mode: str, generic: bool = False, **hparams) -> S
     return _jax_step(apply, params, x, g, mode)
 
 
-def flax_rnn(cell_name: str, x, g, mode: str, hidden: int, kernel_size: int = 5) -> Step:
+def flax_rnn(cell_name: str, x, g, mode: str, hidden: int, kernel_size: int = 5,
+             dtype: str = "float32") -> Step:
+    """dtype: the cell's computation dtype (parameters stay float32)."""
     import flax.linen as nn
-    make = {"lstm": lambda: nn.OptimizedLSTMCell(hidden),
-            "gru": lambda: nn.GRUCell(hidden),
-            "conv_lstm": lambda: nn.ConvLSTMCell(hidden, (kernel_size, kernel_size))}[cell_name]
+    make = {"lstm": lambda: nn.OptimizedLSTMCell(hidden, dtype=dtype),
+            "gru": lambda: nn.GRUCell(hidden, dtype=dtype),
+            "conv_lstm": lambda: nn.ConvLSTMCell(hidden, (kernel_size, kernel_size),
+                                                 dtype=dtype)}[cell_name]
     model = nn.RNN(make())
     params = model.init(jax.random.key(0), jnp.asarray(x))
     return _jax_step(model.apply, params, x, g, mode)
 
 
-def torch_rnn(cell_name: str, x, g, mode: str, hidden: int, device: str = "cpu") -> Step:
+def torch_rnn(cell_name: str, x, g, mode: str, hidden: int, device: str = "cpu",
+              dtype: str = "float32") -> Step:
+    """dtype: parameters, inputs and compute (torch's bfloat16 RNNs keep no float32 copy)."""
     import torch
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name]
-    model = cls(x.shape[-1], hidden, batch_first=True).to(device)
-    tx, tg = torch.from_numpy(x).to(device), torch.from_numpy(g).to(device)
+    tdtype = getattr(torch, dtype)
+    model = cls(x.shape[-1], hidden, batch_first=True).to(device, tdtype)
+    tx = torch.from_numpy(x).to(device, tdtype)
+    tg = torch.from_numpy(g).to(device, tdtype)
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 
     def train():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import memory, moving_mnist_throughput, rnn_speed, steps
+from benchmarks import memory, moving_mnist_throughput, roofline, rnn_speed, steps
 
 
 def test_train_gflop_counts_forward_and_parameter_gradients():
@@ -18,14 +18,16 @@ def test_train_gflop_counts_forward_and_parameter_gradients():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("mode", ["train", "infer"])
-def test_every_implementation_runs_one_step(cell, mode):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_implementation_runs_one_step(cell, mode, dtype):
     x, g = steps.problem(5, 2, 3, 4)
-    impls = {"ours": steps.ours(cell, x, g, mode, hidden_size=4),
-             "ours_generic": steps.ours(cell, x, g, mode, generic=True, hidden_size=4),
-             "flax": steps.flax_rnn(cell, x, g, mode, 4)}
+    impls = {"ours": steps.ours(cell, x, g, mode, hidden_size=4, compute_dtype=dtype),
+             "ours_generic": steps.ours(cell, x, g, mode, generic=True, hidden_size=4,
+                                        compute_dtype=dtype),
+             "flax": steps.flax_rnn(cell, x, g, mode, 4, dtype=dtype)}
     try:
         import torch  # noqa: F401 - an optional extra
-        impls["torch"] = steps.torch_rnn(cell, x, g, mode, 4)
+        impls["torch"] = steps.torch_rnn(cell, x, g, mode, 4, dtype=dtype)
     except ImportError:
         pass
     times = rnn_speed.time_interleaved(impls, repeats=2, warmup=0)
@@ -47,3 +49,13 @@ def test_moving_mnist_throughput_reports_both_sides_and_the_data_rate():
     assert {"ours", "flax"} <= set(sps) and all(v > 0 for v in sps.values())
     assert out["ratio_ours_to_flax"] == pytest.approx(sps["ours"] / sps["flax"])
     assert out["generator_sequences_per_second"] > 0
+
+
+def test_roofline_reports_every_rate(monkeypatch):
+    monkeypatch.setattr(roofline, "MATMULS", {"step tiny": (4, 8, 16), "big": (32, 32, 32)})
+    rates = roofline.measure(loop_steps=3)
+    assert set(rates) == {"matmul step tiny GFLOP/s", "matmul big GFLOP/s",
+                          "matmul step tiny, 3-step loop, float32 GFLOP/s",
+                          "matmul step tiny, 3-step loop, bfloat16 GFLOP/s",
+                          "copy 64 MB (read + write) GB/s"}
+    assert all(np.isfinite(r) and r > 0 for r in rates.values())

@@ -15,6 +15,7 @@ import pytest
 
 import rnnvision.fused as fused
 from rnnvision import cells
+from rnnvision.fused.dense_scan import auto_unroll
 from rnnvision.recurrence import stream_init, stream_unroll, unroll
 
 B, T, I, H = 3, 7, 3, 5
@@ -216,14 +217,18 @@ def test_float64_falls_back():
 
 def test_automatic_unroll_is_the_fast_paths_choice():
     """unroll=None (the default) lets the fast path pick its factor; an explicit one wins."""
-    cell, params, carry, xs, _ = setup("lstm")
+    cell, params, carry, xs, weights = setup("lstm")
 
     def unroll_factors(**opts):
         jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(params, carry, xs)
         return {int(e.params["unroll"]) for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"}
 
-    assert unroll_factors() == {fused._auto_unroll()}
+    assert unroll_factors() == {auto_unroll("lstm", training=False)}
     assert unroll_factors(unroll=3) == {3}
+    loss = loss_fn(cell, weights)
+    grad_jaxpr = jax.make_jaxpr(jax.grad(loss))(params, xs, carry)
+    assert {int(e.params["unroll"]) for e in _equations(grad_jaxpr.jaxpr)
+            if e.primitive.name == "scan"} == {auto_unroll("lstm", training=True)}
 
 
 def _equations(jaxpr):

@@ -50,7 +50,7 @@ def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
         return None
     in_loop = _input_matmul_in_loop(params)
     spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse),
-                    unroll=unroll or _auto_unroll(), in_loop=in_loop,
+                    unroll=unroll, in_loop=in_loop,
                     compute=cell.compute_dtype)
     # The input bias always enters inside the loop, where it is free in the step's
     # elementwise fusion; adding it to the hoisted (T, B, G*H) projection would cost
@@ -69,18 +69,6 @@ def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
         return (LSTMCarry(*final) if kind == "lstm" else final[0]), ys
 
     return fused
-
-
-def _auto_unroll() -> int:
-    """The loop-unrolling factor when the caller leaves it to us (unroll=None).
-
-    CPU: 4. Unrolling lets XLA:CPU overlap the small kernels of consecutive steps
-    on its threads; the LSTM training step at T=100 B=64 I=128 H=256 took
-    126 / 119 / 110 ms at unroll 1 / 2 / 4 in one interleaved run (torch: 105),
-    inference was unchanged (benchmarks/NOTES.md, item 6). Elsewhere: 1 (not
-    measured).
-    """
-    return 4 if jax.default_backend() == "cpu" else 1
 
 
 # Weights up to this size stay in a core's L2 cache across steps (4 MiB per core on

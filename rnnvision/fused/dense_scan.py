@@ -49,7 +49,7 @@ class ScanSpec(NamedTuple):
     kind: str                 # "lstm", "gru" or "rnn"
     truncation: int | None    # TBPTT window in processing steps, None = full BPTT
     reverse: bool             # process from the end of the time axis
-    unroll: int               # lax.scan unroll factor of both loops
+    unroll: int | None        # lax.scan unroll factor of both loops; None: auto_unroll
     in_loop: bool             # xs is x (input matmul in the loop), else px
     compute: str = "float32"  # matmul operand dtype ("float32" or "bfloat16");
                               # accumulation, state and elementwise maths stay float32
@@ -163,6 +163,20 @@ _OPS = {"lstm": _CellOps(_lstm_step, _lstm_step_bwd),
 
 # -- the loops ---------------------------------------------------------------------
 
+def auto_unroll(kind: str, training: bool) -> int:
+    """The loop-unrolling factor when the caller leaves it to us (unroll=None).
+
+    CPU, the loops of an lstm training step: 4. Unrolling lets XLA:CPU overlap
+    the small kernels of consecutive steps on its threads: the LSTM training
+    step at T=100 B=64 I=128 H=256 took 126 / 119 / 110 ms at unroll 1 / 2 / 4
+    in one interleaved run (torch 105), at T=28 B=128 I=28 H=128 25 / 19 / 17
+    ms (torch 14). Everything else: 1. LSTM inference gained nothing, and the
+    GRU lost at T=784 I=1 (training 306 / 343 / 439 ms, inference 78 / 105 /
+    126 ms; benchmarks/NOTES.md, item 6). Other backends: not measured.
+    """
+    return 4 if kind == "lstm" and training and jax.default_backend() == "cpu" else 1
+
+
 def _pipelined_scan(body, carry, xs: dict, *, reverse: bool, unroll: int):
     """`lax.scan(body, carry, xs)`, but step t's slices of xs are cut during step t-1.
 
@@ -213,7 +227,8 @@ def _forward(spec: ScanSpec, w, xs, carry, seq, save: bool):
 
     inputs = {k: v for k, v in seq.items() if k != "s"}
     inputs["x"] = xs
-    return _pipelined_scan(body, carry, inputs, reverse=spec.reverse, unroll=spec.unroll)
+    return _pipelined_scan(body, carry, inputs, reverse=spec.reverse,
+                           unroll=spec.unroll or auto_unroll(spec.kind, training=save))
 
 
 def _backward(spec: ScanSpec, w, res, seq, final_carry, d_carry, d_ys):
@@ -258,8 +273,9 @@ def _backward(spec: ScanSpec, w, res, seq, final_carry, d_carry, d_ys):
         inputs["acts"] = res["acts"]
         inputs["entering"] = res["entering"][0]  # c (lstm) or h (gru)
     state = (d_carry, final_carry[0] if lstm else None)
+    unroll = spec.unroll or auto_unroll(spec.kind, training=True)
     (d_carry0, _), du = _pipelined_scan(body, state, inputs, reverse=not spec.reverse,
-                                        unroll=spec.unroll)
+                                        unroll=unroll)
     return d_carry0, du
 
 

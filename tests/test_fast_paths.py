@@ -221,7 +221,8 @@ def test_automatic_unroll_is_the_fast_paths_choice():
 
     def unroll_factors(**opts):
         jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(params, carry, xs)
-        return {int(e.params["unroll"]) for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"}
+        return {int(e.params["unroll"]) for e in _equations(jaxpr.jaxpr)
+                if e.primitive.name == "scan"}
 
     assert unroll_factors() == {auto_unroll("lstm", training=False)}
     assert unroll_factors(unroll=3) == {3}

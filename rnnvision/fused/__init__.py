@@ -49,9 +49,8 @@ def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
     if kind is None or not _applies(cell, params, carry, inputs):
         return None
     in_loop = _input_matmul_in_loop(params)
-    spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse),
-                    unroll=unroll, in_loop=in_loop,
-                    compute=cell.compute_dtype)
+    spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse), unroll=unroll,
+                    in_loop=in_loop, compute=cell.compute_dtype)
     # The input bias always enters inside the loop, where it is free in the step's
     # elementwise fusion; adding it to the hoisted (T, B, G*H) projection would cost
     # one more pass over that array.

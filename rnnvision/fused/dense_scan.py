@@ -287,8 +287,8 @@ def dense_scan(spec: ScanSpec, w: dict, xs: Array, carry: tuple, seq: dict):
 
     w: {"w_h": (H, G*H), input bias "b" (gru: "b_x" and "b_h")} plus, if
     spec.in_loop, {"w_x": (I, G*H)}. xs: x (T, B, I) if spec.in_loop, else the
-    hoisted projection x W_x (T, B, G*H) without bias. carry: (c, h) for lstm, (h,) otherwise,
-    each (B, H). seq: {"s": (T,) int32 processing index, optional "m": (T, B)
+    hoisted projection x W_x (T, B, G*H) without bias. carry: (c, h) for lstm,
+    (h,) otherwise, each (B, H). seq: {"s": (T,) int32 processing index, optional "m": (T, B)
     bool mask, "r": (T, B) bool resets}.
     """
     return _forward(spec, _prepare(spec, w), xs, carry, seq, save=False)

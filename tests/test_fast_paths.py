@@ -218,22 +218,21 @@ def test_float64_falls_back():
 def test_automatic_unroll_is_the_fast_paths_choice():
     """unroll=None (the default) lets the fast path pick its factor; an explicit one wins."""
     cell, params, carry, xs, weights = setup("lstm")
+    forward = lambda **opts: (lambda p, c, x: unroll(cell, p, c, x, **opts))
 
-    def unroll_factors(**opts):
-        jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(params, carry, xs)
-        return {int(e.params["unroll"]) for e in _equations(jaxpr.jaxpr)
-                if e.primitive.name == "scan"}
-
-    assert unroll_factors() == {auto_unroll("lstm", training=False)}
-    assert unroll_factors(unroll=3) == {3}
-    loss = loss_fn(cell, weights)
-    grad_jaxpr = jax.make_jaxpr(jax.grad(loss))(params, xs, carry)
-    assert {int(e.params["unroll"]) for e in _equations(grad_jaxpr.jaxpr)
-            if e.primitive.name == "scan"} == {auto_unroll("lstm", training=True)}
+    assert _scan_unrolls(forward(), params, carry, xs) == {auto_unroll("lstm", training=False)}
+    assert _scan_unrolls(forward(unroll=3), params, carry, xs) == {3}
+    assert (_scan_unrolls(jax.grad(loss_fn(cell, weights)), params, xs, carry)
+            == {auto_unroll("lstm", training=True)})
 
 
-def _equations(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.core.jaxprs_in_params(eqn.params):
-            yield from _equations(sub)
+def _scan_unrolls(fn, *args) -> set[int]:
+    """The unroll factors of every lax.scan that tracing fn(*args) produces."""
+    def equations(jaxpr):
+        for eqn in jaxpr.eqns:
+            yield eqn
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                yield from equations(sub)
+
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return {int(e.params["unroll"]) for e in equations(jaxpr) if e.primitive.name == "scan"}

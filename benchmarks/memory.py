@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnvision import cells, fused
+from rnnvision import cells
 from rnnvision.ablation.memory import compiled_bytes
 from rnnvision.recurrence import stream_init, stream_unroll, unroll
 
@@ -55,9 +55,8 @@ def measure(shape=SHAPE, window: int = WINDOW) -> list[dict]:
             return jnp.sum(ys ** 2), new_state
         return jax.grad(loss, has_aux=True)(p)
 
-    generic = fused.without_fast_path(cell)
     rows = [("full", _stats(full_step(cell), params, xs)),
-            ("full (generic scan)", _stats(full_step(generic), params, xs)),
+            ("full (generic scan)", _stats(full_step(cell, impl="scan"), params, xs)),
             (f"truncation={window}", _stats(full_step(cell, truncation=window), params, xs)),
             ("remat", _stats(full_step(cell, remat=True), params, xs)),
             (f"remat={window}", _stats(full_step(cell, remat=window), params, xs))]

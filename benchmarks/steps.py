@@ -10,7 +10,7 @@ numbers.
 
 Implementations:
   ours         rnnvision.recurrence.unroll (it dispatches to a fused fast path)
-  ours_generic the same cell through the generic lax.scan (fused.without_fast_path)
+  ours_generic the same cell through the generic lax.scan (unroll(..., impl="scan"))
   flax         flax.linen.RNN(OptimizedLSTMCell | GRUCell | ConvLSTMCell)
   torch        torch.nn.LSTM / torch.nn.GRU (CPU build, or CUDA with --device=gpu)
   jax_cudnn    jax.experimental.rnn.lstm, JAX's cuDNN LSTM (GPU only, lstm only)
@@ -46,16 +46,15 @@ def _jax_step(apply: Callable, params, x, g, mode: str) -> Step:
 
 
 def ours(cell_name: str, x, g, mode: str, generic: bool = False, **hparams) -> Step:
-    from rnnvision import cells, fused
+    from rnnvision import cells
     from rnnvision.recurrence import unroll
     cell = cells.get(cell_name, **hparams)
-    if generic:
-        cell = fused.without_fast_path(cell)
+    impl = "scan" if generic else "auto"
     params = cell.init(jax.random.key(0), x.shape[2:])
 
     def apply(p, xs):
         carry = cell.initial_carry(p, (xs.shape[0], *xs.shape[2:]))
-        return unroll(cell, p, carry, xs)[1]
+        return unroll(cell, p, carry, xs, impl=impl)[1]
 
     return _jax_step(apply, params, x, g, mode)
 

@@ -1,9 +1,9 @@
 """The fused fast paths (rnnvision/fused) against the generic scan of `unroll`.
 
-`unroll` picks a fast path by itself; `fused.without_fast_path(cell)` is the
-same cell as a subclass no fast path knows, so the same call runs the generic
-`lax.scan` (itself tested against explicit Python loops in test_recurrence.py).
-Values and gradients (params, inputs, initial carry) must agree to 1e-5.
+`unroll(impl="auto")` takes a fast path where one applies; `impl="scan"` pins the
+generic `lax.scan` for the same call (itself tested against explicit Python loops
+in test_recurrence.py). Values and gradients (params, inputs, initial carry) must
+agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import rnnvision.fused as fused
 from rnnvision import cells
 from rnnvision.fused.dense_scan import auto_unroll
-from rnnvision.recurrence import stream_init, stream_unroll, unroll
+from rnnvision.recurrence import TimeLoop, resolve_impl, stream_init, stream_unroll, unroll
 
 B, T, I, H = 3, 7, 3, 5
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -55,6 +55,7 @@ def setup(name, seed=0, **hp):
 
 
 def loss_fn(cell, weights, **opts):
+    """A scalar of ys and the final carry; opts go to unroll (impl among them)."""
     def loss(params, xs, carry):
         final, ys = unroll(cell, params, carry, xs, **opts)
         return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(c) * (i + 1))
@@ -68,7 +69,8 @@ def assert_close(a, b):
 
 
 def uses_fast_path(cell, params, carry, xs, **opts) -> bool:
-    """Whether unroll takes a fast path (traced only: shapes and dtypes suffice)."""
+    """Whether unroll takes a fast path (traced only: shapes and dtypes suffice); an
+    independent check of `resolve_impl`: the fused loop is a custom_vjp."""
     abstract = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
     jaxpr = jax.make_jaxpr(lambda p, c, x: unroll(cell, p, c, x, **opts))(
         *abstract((params, carry, xs)))
@@ -93,15 +95,15 @@ def test_values_and_grads_match_generic_scan(name, option, layout, monkeypatch):
     force_layout(monkeypatch, layout)
     cell, params, carry, xs, weights = setup(name)
     opts = OPTIONS[option]
-    reference = fused.without_fast_path(cell)
     assert uses_fast_path(cell, params, carry, xs, **opts)
-    assert not uses_fast_path(reference, params, carry, xs, **opts)
+    assert not uses_fast_path(cell, params, carry, xs, impl="scan", **opts)
 
     @jax.jit
     def values_and_grads(params, xs, carry):
-        return [(unroll(c, params, carry, xs, **opts),
-                 jax.grad(loss_fn(c, weights, **opts), argnums=(0, 1, 2))(params, xs, carry))
-                for c in (cell, reference)]
+        return [(unroll(cell, params, carry, xs, impl=impl, **opts),
+                 jax.grad(loss_fn(cell, weights, impl=impl, **opts),
+                          argnums=(0, 1, 2))(params, xs, carry))
+                for impl in ("fused", "scan")]
 
     got, want = values_and_grads(params, xs, carry)
     assert_close(got, want)
@@ -118,14 +120,13 @@ def test_truncation_really_cuts_gradients():
 def test_vmap_over_an_extra_batch_axis():
     cell, params, carry, xs, _ = setup("lstm")
     stacked = jax.tree.map(lambda a: jnp.stack([a, 2.0 * a]), params)
-    reference = fused.without_fast_path(cell)
 
     @jax.jit
     def values_and_grads(p):
-        def run(c, p):
-            return jax.vmap(lambda q: unroll(c, q, carry, xs, mask=MASK)[1])(p)
-        return [(run(c, p), jax.grad(lambda q: jnp.sum(run(c, q) ** 2))(p))
-                for c in (cell, reference)]
+        def run(impl, p):
+            return jax.vmap(lambda q: unroll(cell, q, carry, xs, mask=MASK, impl=impl)[1])(p)
+        return [(run(impl, p), jax.grad(lambda q: jnp.sum(run(impl, q) ** 2))(p))
+                for impl in ("fused", "scan")]
 
     got, want = values_and_grads(stacked)
     assert_close(got, want)
@@ -136,21 +137,20 @@ def test_pmap_composes():
     n = jax.local_device_count()
     rep = lambda t: jax.tree.map(lambda a: jnp.stack([a] * n), t)
     grads = jax.pmap(jax.grad(loss_fn(cell, weights)))(rep(params), rep(xs), rep(carry))
-    want = jax.jit(jax.grad(loss_fn(fused.without_fast_path(cell), weights)))(params, xs, carry)
+    want = jax.jit(jax.grad(loss_fn(cell, weights, impl="scan")))(params, xs, carry)
     assert_close(jax.tree.map(lambda a: a[0], grads), want)
 
 
 def test_streaming_tbptt_matches_generic_scan():
     cell, params, carry, xs, _ = setup("lstm")
-    reference = fused.without_fast_path(cell)
 
-    def two_windows(p, c):
-        state = stream_init(c, p, carry, (B, I), k1=3, k2=5)
-        ys1, state = stream_unroll(c, p, state, xs[:, :3])
-        ys2, _ = stream_unroll(c, p, state, xs[:, 3:6])
+    def two_windows(p, impl):
+        state = stream_init(cell, p, carry, (B, I), k1=3, k2=5)
+        ys1, state = stream_unroll(cell, p, state, xs[:, :3], impl=impl)
+        ys2, _ = stream_unroll(cell, p, state, xs[:, 3:6], impl=impl)
         return jnp.sum(ys1 ** 2) + jnp.sum(jnp.cos(ys2))
 
-    grads = jax.jit(lambda p: [jax.grad(two_windows)(p, c) for c in (cell, reference)])
+    grads = jax.jit(lambda p: [jax.grad(two_windows)(p, impl) for impl in ("fused", "scan")])
     got, want = grads(params)
     assert_close(got, want)
 
@@ -160,15 +160,28 @@ def test_falls_back_where_it_does_not_apply():
     assert uses_fast_path(cell, params, carry, xs)
     bf16 = cells.get("lstm", hidden_size=H, compute_dtype="bfloat16")
     assert uses_fast_path(bf16, params, carry, xs)
-    assert not uses_fast_path(fused.without_fast_path(cell), params, carry, xs)
-    # a subclass may change the maths: it gets the generic scan
+    assert not uses_fast_path(cell, params, carry, xs, impl="scan")
+    assert resolve_impl(cell, params, carry, xs) == "fused"
+    assert resolve_impl(cell, params, carry, xs, impl="scan") == "scan"
+    # a subclass may change the maths: it gets the generic scan, and "fused" says why not
     sub = type("MyLSTM", (cells.LSTMCell,), {})(hidden_size=H)
     assert not uses_fast_path(sub, params, carry, xs)
+    assert resolve_impl(sub, params, carry, xs) == "scan"
+    with pytest.raises(ValueError, match="impl='fused' does not apply to MyLSTM: fast paths exist"):
+        unroll(sub, params, carry, xs, impl="fused")
     conv = cells.get("conv_lstm", features=2, kernel_size=3)
     conv_params = jax.eval_shape(lambda: conv.init(jax.random.key(0), (4, 4, 1)))
     conv_carry = jax.eval_shape(lambda p: conv.initial_carry(p, (B, 4, 4, 1)), conv_params)
-    assert not uses_fast_path(conv, conv_params, conv_carry,
-                              jax.ShapeDtypeStruct((B, T, 4, 4, 1), jnp.float32))
+    conv_xs = jax.ShapeDtypeStruct((B, T, 4, 4, 1), jnp.float32)
+    assert not uses_fast_path(conv, conv_params, conv_carry, conv_xs)
+    with pytest.raises(ValueError, match="ConvLSTMCell"):
+        jax.eval_shape(lambda p, c, x: unroll(conv, p, c, x, impl="fused"),
+                       conv_params, conv_carry, conv_xs)
+    with pytest.raises(ValueError, match="impl='fused' does not apply to ConvLSTMCell"):
+        TimeLoop(impl="fused").check_cell(conv)
+    TimeLoop(impl="fused").check_cell(cell)  # no error
+    with pytest.raises(ValueError, match="impl='turbo'"):
+        unroll(cell, params, carry, xs, impl="turbo")
 
 
 BF16_CASES = [("lstm", "all", "in_loop"), ("lstm", "plain", "hoisted"),
@@ -191,9 +204,10 @@ def test_bfloat16_compute_is_as_accurate_as_the_generic_scan(name, option, layou
 
     @jax.jit
     def values_and_grads(params, xs, carry):
-        return [(unroll(c, params, carry, xs, **opts)[1],
-                 jax.grad(loss_fn(c, weights, **opts), argnums=(0, 1, 2))(params, xs, carry))
-                for c in (cell, fused.without_fast_path(cell), fused.without_fast_path(cell32))]
+        return [(unroll(c, params, carry, xs, **opts_impl)[1],
+                 jax.grad(loss_fn(c, weights, **opts_impl), argnums=(0, 1, 2))(params, xs, carry))
+                for c, impl in ((cell, "fused"), (cell, "scan"), (cell32, "scan"))
+                for opts_impl in [dict(opts, impl=impl)]]
 
     fast, generic, exact = values_and_grads(params, xs, carry)
 
@@ -213,6 +227,8 @@ def test_float64_falls_back():
     with (enable_x64() if enable_x64 is not None else jax.enable_x64(True)):
         to64 = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float64), t)
         assert not uses_fast_path(cell, to64(params), to64(carry), to64(xs))
+        assert "float32" in fused.unsupported_reason(
+            cell, to64(params), to64(carry), {"x": to64(jnp.swapaxes(xs, 0, 1))})
 
 
 def test_automatic_unroll_is_the_fast_paths_choice():

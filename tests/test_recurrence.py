@@ -656,3 +656,106 @@ def test_bad_unroll_raises(bad):
     cell, params, carry, xs = setup("rnn")
     with pytest.raises(ValueError, match="unroll"):
         unroll(cell, params, carry, xs, unroll=bad)
+
+
+# -- scan (any step function) and TimeLoop --------------------------------------------
+
+def _pair_step(cell, params):
+    """A step function that is not a cell: the cell's step, and a pytree output."""
+    def step(carry, x):
+        carry, y = cell.step(params, carry, x["x"] * x["scale"][:, None])
+        return carry, {"y": y, "norm": jnp.sum(y ** 2, axis=-1)}
+    return step
+
+
+def _loop_with_offset(cell, params, carry, xs, truncation, first_step, reverse):
+    """Python loop: stop_gradient before processed step s (counted from first_step)
+    whenever s % k == 0 and s > 0."""
+    steps = xs.shape[1]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    ys = [None] * steps
+    for i, t in enumerate(order):
+        s = first_step + i
+        if s > 0 and s % truncation == 0:
+            carry = lax.stop_gradient(carry)
+        carry, ys[t] = cell.step(params, carry, xs[:, t])
+    return carry, jnp.stack(ys, axis=1)
+
+
+@pytest.mark.parametrize("opts", [dict(truncation=3, first_step=2),
+                                  dict(truncation=2, reverse=True, remat=3),
+                                  dict(truncation=4, first_step=5, remat=True, unroll=2)],
+                         ids=["offset", "reverse_remat", "offset_remat_unroll"])
+def test_scan_of_a_step_function_matches_loop(opts):
+    from rnnvision.recurrence import scan
+
+    cell, params, carry, xs = setup("gru")
+    scale = jnp.linspace(0.5, 1.5, B * T).reshape(B, T)
+    inputs = {"x": xs, "scale": scale}
+
+    def loss_scan(p, c):
+        final, out = scan(_pair_step(cell, p), c, inputs, **opts)
+        return scalar_loss(final, out["y"]) + jnp.sum(jnp.cos(out["norm"])), out
+
+    def loss_loop(p, c, truncation=opts["truncation"]):
+        final, ys = _loop_with_offset(cell, p, c, xs * scale[..., None], truncation,
+                                      opts.get("first_step", 0), opts.get("reverse", False))
+        return scalar_loss(final, ys) + jnp.sum(jnp.cos(jnp.sum(ys ** 2, -1))), ys
+
+    (_, out), grads = jax.jit(jax.value_and_grad(loss_scan, argnums=(0, 1), has_aux=True))(
+        params, carry)
+    (_, ys_ref), grads_ref = jax.value_and_grad(loss_loop, argnums=(0, 1), has_aux=True)(
+        params, carry)
+    assert out["y"].shape == (B, T, H) and out["norm"].shape == (B, T)
+    assert_tree_close(out["y"], ys_ref)
+    assert_tree_close(grads, grads_ref, rtol=1e-5, atol=1e-6)
+    # and the truncation is real: the full-BPTT gradient differs
+    _, grads_full = jax.value_and_grad(lambda p, c: loss_loop(p, c, truncation=10**6),
+                                       argnums=(0, 1), has_aux=True)(params, carry)
+    assert tree_max_abs_diff(grads, grads_full) > 1e-4
+
+
+def test_scan_rejects_inputs_of_unequal_length():
+    from rnnvision.recurrence import scan
+
+    cell, params, carry, xs = setup("rnn")
+    with pytest.raises(ValueError, match="batch-major"):
+        scan(_pair_step(cell, params), carry, {"x": xs, "scale": jnp.ones((B, T + 1))})
+
+
+def test_time_loop_runs_unroll_with_its_options():
+    from rnnvision.recurrence import TimeLoop
+
+    cell, params, carry, xs = setup("lstm")
+    loop = TimeLoop(truncation=2, remat=3, unroll=2, impl="scan")
+    assert loop.options() == dict(truncation=2, remat=3, unroll=2, impl="scan")
+    mask = example_mask()
+
+    @jax.jit
+    def both(p, c, x):
+        return (fwd_grad(lambda *a, **k: loop.run(*a, **k), cell, p, c, x, mask=mask),
+                fwd_grad(unroll, cell, p, c, x, mask=mask, truncation=2, remat=3, unroll=2,
+                         impl="scan"))
+
+    got, want = both(params, carry, xs)
+    assert_tree_close(got, want)
+    _, g_ref = reference(cell, params, carry, xs, mask=mask, truncation=2)
+    assert_tree_close(got[1], g_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("field,value", [("truncation", 0), ("remat", -1), ("unroll", 0),
+                                         ("impl", "fast")])
+def test_time_loop_refuses_bad_options_naming_them(field, value):
+    from rnnvision.recurrence import TimeLoop
+
+    with pytest.raises(ValueError, match=f"{field}="):
+        TimeLoop(**{field: value})
+
+
+def test_time_loop_scan_refuses_the_fused_impl():
+    from rnnvision.recurrence import TimeLoop
+
+    cell, params, carry, xs = setup("rnn")
+    with pytest.raises(ValueError, match="impl='fused' cannot run here"):
+        TimeLoop(impl="fused").scan(_pair_step(cell, params), carry,
+                                    {"x": xs, "scale": jnp.ones((B, T))})

@@ -1,15 +1,17 @@
-"""Fast paths of the time loop, chosen automatically by `rnnvision.recurrence.unroll`.
+"""Fast paths of the time loop, chosen by `rnnvision.recurrence.unroll(impl=...)`.
 
-A user never calls these: `unroll` asks `scan_fn(...)` for a replacement of its
-generic "project inputs, then lax.scan over cell.step_projected" and uses it when
-one applies. The replacement has the same signature and semantics (truncation,
-mask, resets, reverse, remat chunking and `unroll` are all honoured), and gives
-the same values and gradients to float32 rounding (tests/test_fast_paths.py).
+A user never calls these: `unroll` (impl "auto" or "fused") asks
+`unsupported_reason(...)` whether a fast path applies and `scan_fn(...)` for the
+replacement of its generic "project inputs, then lax.scan over
+cell.step_projected"; impl="scan" pins the generic loop. The replacement has
+the same signature and semantics (truncation, mask, resets, reverse, remat
+chunking and `unroll` are all honoured), and gives the same values and gradients
+to float32 rounding (tests/test_fast_paths.py).
 
 Applies to: exactly the built-in `lstm`, `gru` and `rnn` cells (not subclasses:
 they may change the maths), float32 or bfloat16 compute, float32
-params/carry/inputs, one batch dim. Everything else returns None and runs the
-generic scan.
+params/carry/inputs, one batch dim (`unsupported_reason` says which condition
+fails). Everything else runs the generic scan under impl="auto".
 
 With compute_dtype="bfloat16" the matmuls of both loops and the weight gradients
 take bfloat16 operands with float32 accumulation, as the cell's own `matmul`
@@ -21,7 +23,6 @@ path keeps it in float32, so the two agree to bfloat16 precision, not float32
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -39,15 +40,14 @@ ScanFn = Callable[[Any, dict], tuple[Any, jax.Array]]
 
 
 def scan_fn(cell: Cell, params, carry, inputs: dict, *, truncation: int | None,
-            reverse: bool, unroll: int | None) -> ScanFn | None:
-    """A fused `(carry, inputs) -> (carry, ys time-major)` for this call, or None.
+            reverse: bool, unroll: int | None) -> ScanFn:
+    """The fused `(carry, inputs) -> (carry, ys time-major)` for this call.
 
     `inputs` is unroll's time-major dict: "x" (T, B, *F), "s" (T,) processing
-    index, optional "m" / "r" (T, B) bool mask / resets.
+    index, optional "m" / "r" (T, B) bool mask / resets. Call only where
+    `unsupported_reason(...)` is None.
     """
-    kind = _KINDS.get(type(cell))
-    if kind is None or not _applies(cell, params, carry, inputs):
-        return None
+    kind = _KINDS[type(cell)]
     in_loop = _input_matmul_in_loop(params)
     spec = ScanSpec(kind=kind, truncation=truncation, reverse=bool(reverse), unroll=unroll,
                     in_loop=in_loop, compute=cell.compute_dtype)
@@ -95,22 +95,28 @@ def _rows_times(cell: Cell, x, w):
     return cell.matmul(x.reshape(t * b, i), w).reshape(t, b, w.shape[1])
 
 
-def _applies(cell: Cell, params, carry, inputs: dict) -> bool:
+def cell_unsupported_reason(cell: Cell) -> str | None:
+    """Why no fast path can run `cell`, judged from the cell alone; None if one can."""
+    if type(cell) not in _KINDS:
+        return (f"fast paths exist for exactly the classes {sorted(c.__name__ for c in _KINDS)} "
+                "(a subclass may change the maths)")
+    if cell.compute_dtype not in ("float32", "bfloat16"):
+        return f"compute_dtype={cell.compute_dtype!r} (float32 or bfloat16 only)"
+    return None
+
+
+def unsupported_reason(cell: Cell, params, carry, inputs: dict) -> str | None:
+    """Why no fast path can run this call of unroll (see `scan_fn`); None if one can."""
+    why = cell_unsupported_reason(cell)
+    if why is not None:
+        return why
     f32 = jnp.dtype(jnp.float32)
     x = inputs["x"]
+    if x.ndim != 3 or x.dtype != f32:
+        return f"inputs must be float32 (T, B, I) with one batch dim; got {x.dtype} {x.shape}"
+    carry_type = LSTMCarry if isinstance(cell, LSTMCell) else jax.Array
     leaves = jax.tree.leaves(carry) + jax.tree.leaves(params)
-    return (cell.compute_dtype in ("float32", "bfloat16") and x.ndim == 3 and x.dtype == f32
-            and isinstance(carry, LSTMCarry if isinstance(cell, LSTMCell) else jax.Array)
-            and all(jnp.dtype(a.dtype) == f32 for a in leaves)
-            and all(a.ndim == 2 for a in jax.tree.leaves(carry)))
-
-
-def without_fast_path(cell: Cell) -> Cell:
-    """The same cell (same maths, fields and params) as a subclass no fast path handles.
-
-    For tests and benchmarks that compare a fast path with the generic scan.
-    """
-    cls = type(cell)
-    generic = type(f"Generic{cls.__name__}", (cls,), {"__module__": __name__})
-    generic = dataclasses.dataclass(frozen=True)(generic)
-    return generic(**{f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)})
+    if (not isinstance(carry, carry_type) or any(a.ndim != 2 for a in jax.tree.leaves(carry))
+            or any(jnp.dtype(a.dtype) != f32 for a in leaves)):
+        return "params and carry must be float32, the carry a (B, H) state of the cell's own type"
+    return None

@@ -6,6 +6,7 @@
     cos = metrics.cosine_similarity(truncated_grads, full_grads)
 """
 
+from rnnvision.metrics.attention import attention_in_box, box_coverage
 from rnnvision.metrics.captioning import bleu, caption_metrics, cider_d, cider_d_per_image
 from rnnvision.metrics.gradients import (
     cosine_similarity,
@@ -24,6 +25,8 @@ from rnnvision.metrics.image import (
 )
 
 __all__ = [
+    "attention_in_box",
+    "box_coverage",
     "bleu",
     "caption_metrics",
     "cider_d",

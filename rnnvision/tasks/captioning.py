@@ -33,6 +33,7 @@ from absl import logging
 
 from rnnvision.data import digit_scenes
 from rnnvision.data.vocab import Vocabulary, tokenize
+from rnnvision.metrics.attention import attention_in_box
 from rnnvision.metrics.captioning import caption_metrics
 from rnnvision.models.attention import SCORES
 from rnnvision.models.captioner import ATTENTION_MODES, Captioner, caption_loss
@@ -263,22 +264,12 @@ class CaptioningTask(Task):
 
     def attention_in_box(self, out: dict, scenes, image_hw) -> dict[str, float]:
         """Mean attention mass inside the box of the digit each generated digit word names."""
-        grid = self.grid_shape
         word_class = np.full(len(self.vocab), -1)
         for c in range(10):
             if str(c) in self.vocab.words:
                 word_class[self.vocab.words.index(str(c))] = c
-        named = word_class[out["tokens"]]                               # (N, T) class or -1
-        match = (named[:, :, None] == scenes.classes[:, None, :]) & (named[:, :, None] >= 0)
-        cover = box_coverage(scenes.boxes, grid, image_hw)              # (N, K, h * w)
-        mass = np.einsum("ntl,nkl->ntk", out["alphas"], cover)          # (N, T, K)
-        uniform = cover.sum(-1)[:, None, :] / cover.shape[-1]           # (N, 1, K)
-        count = int(match.sum())
-        if count == 0:
-            return {"attention_in_box": 0.0, "attention_in_box_uniform": 0.0, "attention_words": 0}
-        return {"attention_in_box": float((mass * match).sum() / count),
-                "attention_in_box_uniform": float((uniform * match).sum() / count),
-                "attention_words": count}
+        return attention_in_box(out["alphas"], word_class[out["tokens"]], scenes.classes,
+                                scenes.boxes, self.grid_shape, image_hw)
 
     @functools.cached_property
     def grid_shape(self) -> tuple[int, int]:
@@ -316,23 +307,3 @@ class CaptioningTask(Task):
                                os.path.join(outdir, "attention.png"),
                                boxes=None if scenes.boxes is None else scenes.boxes[:shown]),
         ]
-
-
-def box_coverage(boxes: np.ndarray, grid: tuple[int, int], image_hw) -> np.ndarray:
-    """Fraction of each grid cell inside each box: (N, K, 4) pixel boxes -> (N, K, h * w).
-
-    Grid cell (i, j) covers pixels [i * H / h, (i + 1) * H / h) x [j * W / w, ...); boxes
-    (x0, y0, x1, y1) with x1, y1 exclusive; boxes with x0 < 0 (padding) cover nothing.
-    With attention spread evenly over each cell's pixels, the attention mass inside a box
-    is sum_cells alpha * coverage.
-    """
-    (h, w), (height, width) = grid, image_hw
-    def overlap(lo, hi, cells, extent):  # (N, K) box edges -> (N, K, cells) fractions
-        edges = np.arange(cells + 1) * extent / cells
-        a = np.maximum(lo[..., None], edges[:-1])
-        b = np.minimum(hi[..., None], edges[1:])
-        return np.clip(b - a, 0, None) / (extent / cells)
-    x0, y0, x1, y1 = (boxes[..., i].astype(np.float64) for i in range(4))
-    cover = overlap(y0, y1, h, height)[..., :, None] * overlap(x0, x1, w, width)[..., None, :]
-    cover = cover * (x0 >= 0)[..., None, None]
-    return cover.reshape(*boxes.shape[:2], h * w)

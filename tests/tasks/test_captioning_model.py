@@ -12,7 +12,7 @@ from rnnvision.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from rnnvision.models.attention import SoftAttention
 from rnnvision.models.captioner import Captioner, beam_search, caption_loss, greedy_search
 from rnnvision.models.resnet import ResNetEncoder
-from rnnvision.tasks.captioning import box_coverage
+from rnnvision.metrics.attention import box_coverage
 
 VOCAB = 12
 

@@ -39,8 +39,8 @@ import optax
 
 from configs import moving_mnist as mm_config
 from rnnvision.models.video import patchify, unpatchify
-from rnnvision.tasks.moving_mnist import MovingMnistTask
-from rnnvision.train.config import get_field, set_field
+from rnnvision.config_checks import get_field, set_field
+from rnnvision.train import build_task
 
 
 class FlaxConvLSTMPredictor(nn.Module):
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     for item in args.set:
         field, value = item.split("=", 1)
         set_field(config, field, type(get_field(config, field))(value))
-    task = MovingMnistTask(config)
+    task = build_task(config)
     batch = jax.tree.map(jnp.asarray, task.train_batch(0, slice(None)))
     steps = build_steps(task, batch)
     state, compile_s = {}, {}

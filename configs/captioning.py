@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import apply_variants
+from configs.common import apply_variants, mnist_source
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -42,24 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "captioning"
 
-    c.data = ml_collections.ConfigDict()
+    # Digit scenes (rnnvision/data/digit_scenes.py documents layouts, grammar and splits):
+    # the digits' MNIST source; data.seed also seeds every scene (layouts, picks, offsets).
+    c.data = mnist_source(num_train=20000, num_eval=2000)
+    c.data.tfds_data_dir = ""         # tfds: data_dir ("" = TFDS default); also used by coco
     c.data.dataset = "digit_scenes"   # "digit_scenes" (offline, any MNIST source) or "coco"
     c.data.max_length = 16            # words per caption (longer ones are cut); decoding stops after max_length + 1 tokens
     c.data.vocab_min_count = 1        # words seen fewer times in the training captions become <unk>
     c.data.vocab_path = ""            # vocabulary JSON; "" = <workdir>/vocab.json (built on the first start)
-    # Digit scenes (rnnvision/data/digit_scenes.py documents layouts, grammar and splits).
-    c.data.source = "synthetic"       # MNIST source of the digits: "synthetic", "idx" or "tfds"
-    c.data.num_train = 20000          # synthetic: training-pool digits generated
-    c.data.num_eval = 2000            # synthetic: evaluation-pool digits (a separate stream)
-    c.data.seed = 0                   # seeds the synthetic digits and every scene (layouts, picks, offsets)
-    c.data.idx_images = ""            # idx: training-pool image file (IDX, .gz or plain)
-    c.data.idx_labels = ""            # idx: training-pool label file
-    c.data.eval_idx_images = ""       # idx: separate evaluation pool ("" = slice the training pool)
-    c.data.eval_idx_labels = ""       # idx: its labels
-    c.data.train_slice = ""           # idx: "start:stop" rows of the pool for training ("" = all)
-    c.data.eval_slice = ""            # idx: rows for evaluation when no separate pool is given
-    c.data.tfds_name = "mnist"        # tfds (digits): data set name
-    c.data.tfds_data_dir = ""         # tfds: data_dir ("" = TFDS default); also used by coco
     c.data.canvas_size = 48           # scene side in pixels: a 3 x 3 grid of 16-pixel cells
     c.data.small_size = 10            # side of a "small" digit's ink square, pixels
     c.data.large_size = 16            # side of a "large" digit's ink square (<= canvas_size // 3)

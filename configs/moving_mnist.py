@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import apply_variants
+from configs.common import apply_variants, mnist_source
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -58,19 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "moving_mnist"
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"       # digits: "synthetic" (offline), "idx" (local files) or "tfds"
-    c.data.num_train = 5000           # synthetic: training-pool digits generated
-    c.data.num_eval = 1000            # synthetic: evaluation-pool digits (a separate stream)
-    c.data.seed = 0                   # synthetic: digit generator seed
-    c.data.idx_images = ""            # idx: training-pool image file (IDX, .gz or plain)
-    c.data.idx_labels = ""            # idx: training-pool label file
-    c.data.eval_idx_images = ""       # idx: separate evaluation pool ("" = slice the training pool)
-    c.data.eval_idx_labels = ""       # idx: its labels
-    c.data.train_slice = ""           # idx: "start:stop" rows of the pool for training ("" = all)
-    c.data.eval_slice = ""            # idx: rows for evaluation when no separate pool is given
-    c.data.tfds_name = "mnist"        # tfds: digit data set name
-    c.data.tfds_data_dir = ""         # tfds: data_dir ("" = TFDS default)
+    c.data = mnist_source(num_train=5000, num_eval=1000)  # the digit pools
     c.data.num_frames = 20            # frames per sequence (context + predicted)
     c.data.num_context = 10           # frames the model reads before forecasting
     c.data.num_digits = 2             # digits per sequence, 1..3

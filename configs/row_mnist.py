@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import apply_variants
+from configs.common import apply_variants, mnist_source
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -36,19 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "row_mnist"
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"       # "synthetic" (offline), "idx" (local files) or "tfds"
-    c.data.num_train = 20000          # synthetic: training digits generated
-    c.data.num_eval = 2000            # synthetic: evaluation digits (a separate seed stream)
-    c.data.seed = 0                   # synthetic: generator seed
-    c.data.idx_images = ""            # idx: training-pool image file (IDX, .gz or plain)
-    c.data.idx_labels = ""            # idx: training-pool label file
-    c.data.eval_idx_images = ""       # idx: separate evaluation pool ("" = slice the training pool)
-    c.data.eval_idx_labels = ""       # idx: its labels
-    c.data.train_slice = ""           # idx: "start:stop" rows of the pool for training ("" = all)
-    c.data.eval_slice = ""            # idx: rows for evaluation when no separate pool is given
-    c.data.tfds_name = "mnist"        # tfds: data set name
-    c.data.tfds_data_dir = ""         # tfds: data_dir ("" = TFDS default)
+    c.data = mnist_source(num_train=20000, num_eval=2000)
     c.data.augment_shift = 2          # random translation of training digits, in pixels
     c.data.permutation_seed = 92916   # permuted: the fixed pixel order
 

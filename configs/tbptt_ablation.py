@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import variants
+from configs.common import mnist_source, variants
 from rnnvision.train.config import base_config
 
 VARIANTS = {
@@ -127,19 +127,7 @@ def stream_run() -> ml_collections.ConfigDict:
     """Streaming next-frame prediction (rnnvision/tasks/stream_frames.py) as a sub-run config."""
     c = base_config()
     c.task = "stream_frames"
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"       # digit pool: "synthetic" (offline), "idx" or "tfds"
-    c.data.num_train = 2000           # synthetic: training digits in the pool
-    c.data.num_eval = 500             # synthetic: evaluation digits (a separate stream)
-    c.data.seed = 0                   # synthetic: digit generator seed
-    c.data.idx_images = ""            # idx: image file (see configs/row_mnist.py)
-    c.data.idx_labels = ""            # idx: label file
-    c.data.eval_idx_images = ""       # idx: separate evaluation images
-    c.data.eval_idx_labels = ""       # idx: their labels
-    c.data.train_slice = ""           # idx: "start:stop" rows for training
-    c.data.eval_slice = ""            # idx: rows for evaluation
-    c.data.tfds_name = "mnist"        # tfds: data set
-    c.data.tfds_data_dir = ""         # tfds: data_dir
+    c.data = mnist_source(num_train=2000, num_eval=500)  # the digit pools
     c.data.num_frames = 100           # T: frames per sequence (the loss is on every frame)
     c.data.num_objects = 2            # digits per video
     c.data.canvas = 64                # frame size (Moving MNIST: 64x64)

@@ -6,4 +6,4 @@
 from rnnvision.train import cli
 
 if __name__ == "__main__":
-    cli.main()
+    cli.main("moving_mnist")

@@ -10,34 +10,26 @@ sub-runs are results, not errors.
 
 import sys
 
-from absl import app, flags, logging
-
 from rnnvision.ablation import sweep
-from rnnvision.train import cli, config as config_lib, workdir as workdir_lib
-from rnnvision.train.interrupt import Interrupted
+from rnnvision.train import cli
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _main(argv) -> None:
-    del argv
-    if cli._WORKDIR.value is None:
-        _log("error: --workdir is required")
-        sys.exit(2)
-    if not flags.FLAGS["verbosity"].present:  # orbax is chatty at INFO
-        logging.set_verbosity(logging.WARNING)
-    try:
-        rows = sweep.main(cli._CONFIG.value, cli._WORKDIR.value, log=_log)
-    except (config_lib.ConfigError, workdir_lib.ConfigMismatchError) as e:
-        _log(f"error: {e}")
-        sys.exit(2)
-    except Interrupted as e:
-        _log(f"{e}; re-run the same command to continue the sweep")
-        sys.exit(128 + e.signum)
-    _log(f"{len(rows)} settings summarised in {cli._WORKDIR.value}/summary.md")
+def _ablation(config, workdir: str) -> str:
+    rows = sweep.main(config, workdir, log=_log)
+    return f"{len(rows)} settings summarised in {workdir}/summary.md"
+
+
+def _accepts(config) -> str | None:
+    if config is not None and "studies" in config and "sweep" in config:
+        return None
+    return ("experiments.tbptt_ablation needs an ablation config (with `sweep` and `studies`, "
+            "e.g. configs/tbptt_ablation.py); a single run's config runs with "
+            f"`python -m experiments.{config.get('task') if config else '<name>'}`")
 
 
 if __name__ == "__main__":
-    app.run(_main, flags_parser=cli.parse_flags)
+    cli.run_command(_ablation, _accepts)

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rnnvision.ablation import summary  # noqa: E402
+from rnnvision.ablation import grid, summary  # noqa: E402
 
 
 def _k_order(label: str) -> float:
@@ -61,10 +61,8 @@ def _plot_runs(ax, runs: list[dict], key: str, color, label: str) -> bool:
 
 def _study_runs(config, root: str, study: str) -> dict:
     """{setting: [collected runs]} for the study's settings that have sub-workdirs."""
-    from rnnvision.ablation import sweep
-
     out = {}
-    for setting in sweep.settings(config):
+    for setting in grid.settings(config):
         if setting.study != study:
             continue
         base = os.path.join(root, "runs", setting.name)

@@ -24,11 +24,10 @@ Shapes: xs (B, T, *F); params {"cell": cell params, ...} (other keys: readout).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,31 +36,11 @@ import numpy as np
 from absl import logging
 
 from rnnvision import recurrence
-from rnnvision.cells import Cell
-from rnnvision.metrics.gradients import cosine_similarity, global_norm, relative_norm_error
+from rnnvision.metrics.gradients import cosine_similarity, relative_norm_error
+from rnnvision.tasks import Capability, RecurrentLoss, Task
+from rnnvision.train import build_task, initial_stream
 
 Params = Any
-# step_losses(params, ys (B, T, *F_out)) -> (T,) the loss on each output step (sum = the loss)
-StepLosses = Callable[[Params, jax.Array], jax.Array]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a cache key
-class RecurrentLoss:
-    """A loss of the form: unroll `cell` over `xs` from its initial carry, then `step_losses`.
-
-    loss_steps: the output steps that carry loss (None = all); only these are
-    differentiated one by one in `lag_contributions` (e.g. (T - 1,) for a loss at
-    the end), which keeps the lag split cheap.
-    """
-
-    cell: Cell
-    xs: jax.Array
-    step_losses: StepLosses
-    loss_steps: tuple[int, ...] | None = None
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.xs.shape[1])
 
 
 def loss_value(rl: RecurrentLoss, params: Params, truncation: int | None = None) -> jax.Array:
@@ -205,54 +184,31 @@ def measure(rl: RecurrentLoss, params: Params, truncations: Sequence[int],
     return rows, lags
 
 
-def sum_check(by_lag: Params, others: Params, full: Params) -> float:
-    """||sum_tau g_tau - g|| / ||g||: 0 up to float rounding (a test of the split)."""
-    total = {"cell": jax.tree.map(lambda a: a.sum(0), by_lag), **others}
-    return float(relative_norm_error(total, full))
-
-
 def as_numpy(rows: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.array([r[k] for r in rows]) for k in rows[0]} if rows else {}
 
 
 # -- the sweep's analysis: measure at initialisation and at a run's checkpoints ----------
 
-def recurrent_loss_for(task, batch: dict) -> RecurrentLoss:
-    """A task's loss as a RecurrentLoss: the task's own `recurrent_loss(batch)`, or, for
-    tasks built on `SequenceClassifier` (e.g. row_mnist), cross-entropy at the last step."""
-    if hasattr(task, "recurrent_loss"):
-        return task.recurrent_loss(batch)
-    from rnnvision.models.sequence_classifier import SequenceClassifier
-
-    model = getattr(task, "model", None)
-    if not isinstance(model, SequenceClassifier):
-        raise TypeError(f"{type(task).__name__} has no recurrent_loss(batch) and is not built on "
-                        "SequenceClassifier; the gradient-bias analysis needs one of the two")
-    import optax
-
-    xs, labels = jnp.asarray(batch["x"]), jnp.asarray(batch["label"])
-
-    def step_losses(params, ys):
-        last = ys[:, -1].reshape((ys.shape[0], -1))
-        logits = last @ params["head"]["w"] + params["head"]["b"]
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return jnp.zeros((ys.shape[1],), loss.dtype).at[-1].set(loss)
-
-    return RecurrentLoss(model.cell, xs, step_losses, loss_steps=(xs.shape[1] - 1,))
+def recurrent_loss_for(task: Task, batch: dict) -> RecurrentLoss:
+    """The task's loss on `batch` as a RecurrentLoss (Capability.RECURRENT_LOSS)."""
+    if not task.has(Capability.RECURRENT_LOSS):
+        raise TypeError(f"task {task.config.task!r} ({type(task).__name__}) does not provide "
+                        "Capability.RECURRENT_LOSS, which the gradient-bias analysis needs")
+    return task.recurrent_loss(batch)
 
 
 def checkpoint_params(config, workdir: str) -> list[tuple[int, Params]]:
     """[(step, params)] at initialisation (step 0) and at every checkpoint kept in `workdir`."""
-    from rnnvision import tasks
-    from rnnvision.train import checkpoint, loop, optim, parallel, state as state_lib
+    from rnnvision.train import checkpoint, optim, parallel, state as state_lib
 
-    task = tasks.build(config)
+    task = build_task(config)
     params = task.init_params(jax.random.fold_in(jax.random.key(config.seed), 0))  # as the trainer
     out = [(0, params)]
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return out
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
-    stream = loop._initial_stream(task, parallel.DataParallel(), config.train.batch_size)
+    stream = initial_stream(task, parallel.DataParallel(), config.train.batch_size)
     like = state_lib.create(params, tx, stream)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
     try:
@@ -266,30 +222,24 @@ def checkpoint_params(config, workdir: str) -> list[tuple[int, Params]]:
 def analyze(config, root: str) -> dict[str, list[dict]]:
     """The sweep's gradient-bias analysis (config.grad_bias); writes DIR/grad_bias/*.csv.
 
-    Measures on the checkpoints of one sub-run of the grid (run first if missing).
+    Measures on the checkpoints of one sub-run of the grid (the sweep runs it first).
     """
-    from rnnvision import tasks
-    from rnnvision.ablation import sweep
+    from rnnvision.ablation import grid
     from rnnvision.ablation.summary import write_csv
 
-    gb = config.grad_bias
-    if not gb.study:
+    gb, run = config.grad_bias, grid.grad_bias_run(config)
+    if run is None:
         return {}
-    study = config.studies[gb.study]
-    method, threshold = sweep.parse_clips(gb.clip or study.clips)[0]
-    setting = sweep.Setting(gb.study, sweep.parse_truncations(gb.truncation)[0], method, threshold)
-    run = sweep.Run(setting, gb.seed)
-    sweep.run_one(config, run, root)
-    cfg = sweep.run_config(config, run)
+    cfg = grid.run_config(config, run)
     wanted = None if gb.checkpoints == "all" else {int(s) for s in gb.checkpoints.split(",")}
     points = [(s, p) for s, p in checkpoint_params(cfg, run.workdir(root))
               if wanted is None or s in wanted]
     batch_cfg = ml_collections.ConfigDict(cfg.to_dict())
     batch_cfg.train.batch_size = gb.batch_size
-    task = tasks.build(batch_cfg)
+    task = build_task(batch_cfg)
     batch = task.train_batch(10**6, slice(0, gb.batch_size))  # a batch no run trained on
     rl = recurrent_loss_for(task, batch)
-    ks = [k for k in sweep.parse_truncations(gb.truncations) if k > 0]
+    ks = [k for k in grid.parse_truncations(gb.truncations) if k > 0]
     bias_rows, lag_rows = [], []
     for step, params in points:
         rows, lags = measure(rl, params, ks, with_lags=gb.lags)
@@ -302,6 +252,6 @@ def analyze(config, root: str) -> dict[str, list[dict]]:
     write_csv(os.path.join(outdir, "grad_bias.csv"), bias_rows)
     write_csv(os.path.join(outdir, "lags.csv"), lag_rows)
     with open(os.path.join(outdir, "source.json"), "w") as f:
-        json.dump({"run": run.workdir(root), "setting": setting.name, "seed": gb.seed,
+        json.dump({"run": run.workdir(root), "setting": run.setting.name, "seed": gb.seed,
                    "num_steps": rl.num_steps, "batch_size": gb.batch_size}, f, indent=2)
     return {"bias": bias_rows, "lags": lag_rows}

@@ -100,7 +100,7 @@ def task_step_memory(task, params, batch: dict, stream: Any = None) -> dict[str,
     if stream is None:
         fn = jax.value_and_grad(lambda p, b: task.loss(p, b, rng), has_aux=True)
         return compiled_bytes(fn, params, batch)
-    fn = jax.value_and_grad(lambda p, b, s: task.loss(p, b, rng, s), has_aux=True)
+    fn = jax.value_and_grad(lambda p, b, s: task.stream_loss(p, b, rng, s), has_aux=True)
     return compiled_bytes(fn, params, batch, stream)
 
 

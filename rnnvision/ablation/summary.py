@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rnnvision.ablation import grid
 from rnnvision.train.writer import read_jsonl
 
 _TARGET = re.compile(r"^\s*([\w/]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
@@ -142,10 +143,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 def collect(config, root: str) -> list[dict[str, Any]]:
     """One row per setting of the config's grid that has at least one sub-workdir."""
-    from rnnvision.ablation import sweep
-
     out = []
-    for setting in sweep.settings(config):
+    for setting in grid.settings(config):
         study = config.studies[setting.study]
         target = parse_target(study.target)
         base = os.path.join(root, "runs", setting.name)

@@ -12,6 +12,8 @@ from rnnvision.metrics.gradients import (
     cosine_similarity,
     global_norm,
     largest_singular_value,
+    recurrent_matrix,
+    recurrent_sigma_max,
     relative_norm_error,
 )
 from rnnvision.metrics.image import (
@@ -38,6 +40,8 @@ __all__ = [
     "largest_singular_value",
     "per_step_metrics",
     "psnr",
+    "recurrent_matrix",
+    "recurrent_sigma_max",
     "relative_norm_error",
     "ssim",
     "ssim_map",

@@ -101,3 +101,31 @@ def _power_iteration(a: Array, num_iters, key: Array) -> Array:
     v0 = normalize(jax.random.normal(key, (a.shape[1],), a.dtype))
     v = jax.lax.fori_loop(0, num_iters, lambda _, v: normalize(matvec(a.T, matvec(a, v))), v0)
     return jnp.linalg.norm(matvec(a, v))
+
+
+def recurrent_matrix(cell_params: PyTree) -> Array | None:
+    """The first parameter named "w_h" (the recurrent kernel of the dense cells), or None."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(cell_params):
+        if path and getattr(path[-1], "key", None) == "w_h":
+            return leaf
+    return None
+
+
+@jax.jit
+def recurrent_sigma_max(cell_params: PyTree) -> Array:
+    """Largest singular value of the recurrent kernel's (H, H) gate blocks (0 if none).
+
+    W_h is (H, G*H) for a cell with G gate blocks (rnn 1, gru 3, lstm 4); each block
+    maps the previous state to one gate, and is orthogonal times `recurrent_scale` at
+    init. The maximum over blocks is the spectral radius at init (1 for the defaults),
+    and >1 / <1 is the exploding / vanishing regime for the tanh RNN. 16 steps of
+    power iteration (jit-friendly; exact for a scaled orthogonal block). Overflowing
+    weights (a diverging run), which make power iteration return 0, give nan.
+    """
+    w_h = recurrent_matrix(cell_params)
+    if w_h is None:
+        return jnp.zeros(())
+    hidden = w_h.shape[0]
+    blocks = w_h.reshape(hidden, -1, hidden).transpose(1, 0, 2)  # (G, H, H)
+    value = jnp.max(jax.vmap(lambda b: largest_singular_value(b, num_iters=16))(blocks))
+    return jnp.where((value > 0) | (jnp.max(jnp.abs(w_h)) == 0), value, jnp.nan)

@@ -7,7 +7,8 @@ registered vector cell (lstm, gru, rnn, stacked) as the decoder; Show and Tell
 Shape legend: N batch, T caption steps, V vocabulary, L = h * w grid locations,
 D feature size, E embedding size, H decoder output size, K beams.
 
-    model = Captioner(ResNetEncoder(...), cells.get("lstm", hidden_size=256), vocab_size=V)
+    model = Captioner(ResNetEncoder(...), cells.get("lstm", hidden_size=256), vocab_size=V,
+                      special_tokens=SpecialTokens(pad=0, bos=1, eos=2))
     params = model.init(key, image_shape=(48, 48, 1))
     logits, alphas = model.teacher_forced(params, images, tokens[:, :-1])   # (N,T,V), (N,T,L)
     loss, metrics = caption_loss(model, params, images, tokens, mask, rng)
@@ -30,30 +31,27 @@ Xu's doubly stochastic regulariser, here as
   lambda * mean_{n, i} (1 - sum_t alpha_nti)^2,
 which is the paper's lambda_paper * sum_i (...)^2 with lambda_paper = lambda / L.
 
-Search: `greedy_search` and `beam_search` work with any step function over batched
-states, run under `lax.while_loop` (jit-able, batched, fixed maximum length, early
-exit once every sequence has produced <eos>).
+Teacher forcing runs through `time_loop.scan` (truncated BPTT over the words, remat),
+like every time loop of the project; decoding uses `rnnvision.models.search`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 
 from rnnvision.cells.base import Cell
-from rnnvision.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from rnnvision.models.attention import SoftAttention
 from rnnvision.models.resnet import ResNetEncoder
+from rnnvision.models.search import Decoded, SpecialTokens, StepFn, beam_search, greedy_search
+from rnnvision.recurrence import TimeLoop
 
 ATTENTION_MODES = ("soft", "mean", "none")
 Array = jax.Array
-# step_fn(state, tokens (N,)) -> (state, log-probabilities (N, V), per-step extras (N, ...))
-StepFn = Callable[[Any, Array], tuple[Any, Array, Any]]
 
 
 class Encoded(NamedTuple):
@@ -65,13 +63,6 @@ class Encoded(NamedTuple):
 class DecoderState(NamedTuple):
     carry: Any           # the cell's carry
     out: Array           # (N, H) the previous output h_{t-1}
-
-
-class Decoded(NamedTuple):
-    tokens: Array        # int32 (N, T): words, then <eos>, then <pad>
-    scores: Array        # float32 (N,): sum of the log-probabilities of the tokens to <eos>
-    lengths: Array       # int32 (N,): tokens including <eos> (T when it never came)
-    extras: Any          # step_fn's per-step extras, (N, T, ...), zeros after the end
 
 
 def _dense_init(key: Array, n_in: int, n_out: int, bias: bool = True) -> dict:
@@ -93,6 +84,7 @@ class Captioner:
     encoder: ResNetEncoder
     cell: Cell
     vocab_size: int
+    special_tokens: SpecialTokens  # the vocabulary's <pad>, <bos>, <eos> ids
     embed_dim: int = 64
     attention: str = "soft"       # one of ATTENTION_MODES
     attention_dim: int = 128
@@ -100,6 +92,7 @@ class Captioner:
     gate: bool = True             # Xu's gating scalar beta on the context
     dropout: float = 0.0          # on the deep-output layer's input, training only
     coordinates: bool = False     # append each grid cell's (x, y) in [-1, 1] to its feature
+    time_loop: TimeLoop = TimeLoop()  # teacher forcing's loop: truncation (in words), remat
 
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:
@@ -195,17 +188,17 @@ class Captioner:
                        rng: Array | None = None) -> tuple[Array, Array]:
         """inputs (N, T) = <bos> w_1 .. -> logits (N, T, V) and attention (N, T, L)."""
         enc = self.encode(params, images)
-        steps = jnp.arange(inputs.shape[1])
+        steps = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
 
         def body(state, xs):
             tokens, t = xs
-            key = None if rng is None else jax.random.fold_in(rng, t)
+            key = None if rng is None else jax.random.fold_in(rng, t[0])
             state, logits, alpha = self.step(params, enc, state, tokens, key)
             return state, (logits, alpha)
 
-        _, (logits, alphas) = lax.scan(body, self.initial_state(params, enc),
-                                       (jnp.swapaxes(inputs, 0, 1), steps))
-        return jnp.swapaxes(logits, 0, 1), jnp.swapaxes(alphas, 0, 1)
+        _, (logits, alphas) = self.time_loop.scan(body, self.initial_state(params, enc),
+                                                  (inputs, steps))
+        return logits, alphas
 
     # -- decoding ---------------------------------------------------------------------
     def _step_fn(self, params: dict, enc: Encoded) -> StepFn:
@@ -218,7 +211,7 @@ class Captioner:
         """Greedy decoding; `extras` are the attention maps (N, T, L)."""
         enc = self.encode(params, images)
         return greedy_search(self._step_fn(params, enc), self.initial_state(params, enc),
-                             enc.mean.shape[0], max_steps)
+                             enc.mean.shape[0], max_steps, self.special_tokens)
 
     def beam(self, params: dict, images: Array, max_steps: int, beam_width: int,
              length_penalty: float = 0.0) -> Decoded:
@@ -228,7 +221,8 @@ class Captioner:
         tile = lambda x: jnp.repeat(x, beam_width, axis=0)  # noqa: E731 - row n*K + k
         enc = jax.tree.map(tile, enc)
         return beam_search(self._step_fn(params, enc), jax.tree.map(tile, state),
-                           images.shape[0], max_steps, beam_width, length_penalty)
+                           images.shape[0], max_steps, beam_width, self.special_tokens,
+                           length_penalty)
 
 
 def caption_loss(model: Captioner, params: dict, images: Array, tokens: Array, mask: Array,
@@ -251,102 +245,3 @@ def caption_loss(model: Captioner, params: dict, images: Array, tokens: Array, m
     return cross_entropy + regulariser, {"cross_entropy": cross_entropy,
                                          "attention_reg": regulariser,
                                          "token_accuracy": accuracy}
-
-
-# ---------------------------------------------------------------------- search
-
-
-def _zeros_like_steps(extras_shape: Any, max_steps: int, lead: tuple[int, ...]) -> Any:
-    return jax.tree.map(lambda s: jnp.zeros(lead + (max_steps,) + s.shape[len(lead):], s.dtype),
-                        extras_shape)
-
-
-def greedy_search(step_fn: StepFn, state: Any, batch_size: int, max_steps: int,
-                  bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Decoded:
-    """The most likely word at every step, for `max_steps` steps or until all ended.
-
-    `state` leaves lead with `batch_size`; a sequence that emitted <eos> emits <pad>.
-    """
-    last = jnp.full((batch_size,), bos_id, jnp.int32)
-    extras_shape = jax.eval_shape(step_fn, state, last)[2]
-    init = (jnp.zeros((), jnp.int32), state, last,
-            jnp.full((batch_size, max_steps), pad_id, jnp.int32),
-            _zeros_like_steps(extras_shape, max_steps, (batch_size,)),
-            jnp.zeros((batch_size,), bool), jnp.zeros((batch_size,), jnp.float32),
-            jnp.zeros((batch_size,), jnp.int32))
-
-    def cond(c):
-        return (c[0] < max_steps) & ~jnp.all(c[5])
-
-    def body(c):
-        t, state, last, tokens, extras, done, scores, lengths = c
-        state, logp, extra = step_fn(state, last)
-        word = jnp.argmax(logp, axis=-1).astype(jnp.int32)
-        word = jnp.where(done, pad_id, word)
-        gained = jnp.take_along_axis(logp, word[:, None], axis=-1)[:, 0]
-        scores = scores + jnp.where(done, 0.0, gained)
-        put = lambda buf, e: buf.at[:, t].set(  # noqa: E731
-            jnp.where(done.reshape((-1,) + (1,) * (e.ndim - 1)), jnp.zeros_like(e), e))
-        extras = jax.tree.map(put, extras, extra)
-        lengths = lengths + (~done).astype(jnp.int32)
-        done = done | (word == eos_id)
-        return t + 1, state, word, tokens.at[:, t].set(word), extras, done, scores, lengths
-
-    _, _, _, tokens, extras, _, scores, lengths = lax.while_loop(cond, body, init)
-    return Decoded(tokens, scores, lengths, extras)
-
-
-def _take_beams(x: Array, parent: Array) -> Array:
-    """x (B, K, ...) -> x[b, parent[b, k], ...]."""
-    return jnp.take_along_axis(x, parent.reshape(parent.shape + (1,) * (x.ndim - 2)), axis=1)
-
-
-def beam_search(step_fn: StepFn, state: Any, batch_size: int, max_steps: int,
-                beam_width: int, length_penalty: float = 0.0, bos_id: int = BOS_ID,
-                eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Decoded:
-    """Beam search over `beam_width` hypotheses per example; returns the best of each.
-
-    `state` leaves lead with batch_size * beam_width, example-major (row n * K + k;
-    all K rows of an example equal at the start). A finished hypothesis stays in the
-    beam with its score and extends only with <pad> at no cost. The best hypothesis
-    maximises score / ((5 + length) / 6) ** length_penalty (Wu et al., 2016; 0 = the raw
-    sum of log-probabilities). With beam_width 1 this is exactly `greedy_search`.
-    """
-    b, k = batch_size, beam_width
-    last = jnp.full((b * k,), bos_id, jnp.int32)
-    extras_shape = jax.eval_shape(step_fn, state, last)[2]
-    extras_shape = jax.tree.map(lambda s: jax.ShapeDtypeStruct((b, k) + s.shape[1:], s.dtype),
-                                extras_shape)
-    scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf)[None], (b, 1))
-    init = (jnp.zeros((), jnp.int32), state, last, jnp.full((b, k, max_steps), pad_id, jnp.int32),
-            _zeros_like_steps(extras_shape, max_steps, (b, k)), jnp.zeros((b, k), bool),
-            scores.astype(jnp.float32), jnp.zeros((b, k), jnp.int32))
-
-    def cond(c):
-        return (c[0] < max_steps) & ~jnp.all(c[5])
-
-    def body(c):
-        t, state, last, tokens, extras, done, scores, lengths = c
-        state, logp, extra = step_fn(state, last)
-        vocab = logp.shape[-1]
-        logp = logp.reshape(b, k, vocab)
-        ended = jnp.where(jnp.arange(vocab) == pad_id, 0.0, -jnp.inf)
-        logp = jnp.where(done[..., None], ended, logp)
-        top, index = lax.top_k((scores[..., None] + logp).reshape(b, k * vocab), k)
-        parent, word = index // vocab, (index % vocab).astype(jnp.int32)
-        regroup = lambda x: _take_beams(x.reshape((b, k) + x.shape[1:]), parent)  # noqa: E731
-        state = jax.tree.map(lambda x: regroup(x).reshape(x.shape), state)
-        was_done = _take_beams(done, parent)
-        put = lambda buf, e: _take_beams(buf, parent).at[:, :, t].set(  # noqa: E731
-            jnp.where(was_done.reshape((b, k) + (1,) * (e.ndim - 2)), jnp.zeros_like(e), e))
-        extras = jax.tree.map(put, extras, jax.tree.map(regroup, extra))
-        tokens = _take_beams(tokens, parent).at[:, :, t].set(word)
-        lengths = _take_beams(lengths, parent) + (~was_done).astype(jnp.int32)
-        done = was_done | (word == eos_id)
-        return t + 1, state, word.reshape(b * k), tokens, extras, done, top, lengths
-
-    _, _, _, tokens, extras, _, scores, lengths = lax.while_loop(cond, body, init)
-    normalised = scores / ((5.0 + lengths) / 6.0) ** length_penalty
-    best = jnp.argmax(normalised, axis=1)[:, None]
-    pick = lambda x: _take_beams(x, best)[:, 0]  # noqa: E731
-    return Decoded(pick(tokens), pick(scores), pick(lengths), jax.tree.map(pick, extras))

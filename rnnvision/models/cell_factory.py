@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from rnnvision import cells
-from rnnvision.train.config import ConfigError
+from rnnvision.config_checks import ConfigError
 
 
 def parse_options(text: str, field: str = "model.cell_options") -> dict:

@@ -36,6 +36,7 @@ How a frame becomes cell steps is `FrameCodec.frame_input`:
   "flat_rows"  like "rows" with each row flattened to a vector (the plain "rows as
                time steps" reading, for lstm/gru/rnn). Readout: dense F -> w*P.
 
+Every time loop runs through `time_loop` (truncation in frames, remat, unroll).
 Everything is functional: params are pytrees, `rollout` is pure and jit-able.
 """
 
@@ -45,10 +46,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from rnnvision import recurrence
 from rnnvision.cells import Cell
+from rnnvision.recurrence import TimeLoop
 
 FRAME_INPUTS = ("patches", "flat", "rows", "flat_rows")
 Array = jax.Array
@@ -137,10 +137,11 @@ class VideoPredictor:
     The readout gives logits: sigmoid(logits) are the predicted pixels in [0, 1].
 
     Attributes:
-      truncation: truncated BPTT window in frames (None = full BPTT): gradients
-        cross at most this many frames (the carry is passed through stop_gradient
-        at every multiple of it, counted from the first frame).
-      remat: gradient checkpointing of the time loop (see recurrence.unroll).
+      time_loop: the loops' options. Its truncation is a window in FRAMES (None =
+        full BPTT): gradients cross at most this many frames (the carry, and the
+        prediction fed back, pass through stop_gradient at every multiple of it,
+        counted from the first frame). remat checkpoints the loops; the forecast
+        loop feeds predictions back, so impl "fused" cannot run it.
       readout_bias: initial readout bias; -3 makes the first predictions a dark
         background (sigmoid(-3) ~ 0.05), as most Moving MNIST pixels are.
     """
@@ -148,8 +149,7 @@ class VideoPredictor:
     cell: Cell
     codec: FrameCodec
     separate_forecaster: bool = False
-    truncation: int | None = None
-    remat: bool = False
+    time_loop: TimeLoop = TimeLoop()
     readout_bias: float = -3.0
 
     def init(self, key: Array) -> dict:
@@ -172,26 +172,31 @@ class VideoPredictor:
         z = jnp.einsum("...f,fr->...r", ys, params["readout"]["w"]) + params["readout"]["b"]
         return self.codec.from_outputs(z)
 
-    def unroll_frames(self, params: dict, cell_params, carry, frames: Array,
-                      truncation: int | None = None):
+    def unroll_frames(self, params: dict, cell_params, carry, frames: Array):
         """All-input-known run: frames (B, T, H, W, C) -> (carry, logits of frames 1..T).
 
-        One `recurrence.unroll` over T*S cell steps (input projections hoisted out
-        of the time loop). `truncation` is in frames, counted from frames[:, 0].
+        One unroll over T*S cell steps (input projections hoisted out of the time
+        loop); the truncation window of `time_loop` is in frames, counted from
+        frames[:, 0].
         """
-        s = self.codec.steps_per_frame
-        carry, ys = recurrence.unroll(self.cell, cell_params, carry, self.codec.to_steps(frames),
-                                      truncation=truncation and truncation * s, remat=self.remat)
+        s, k = self.codec.steps_per_frame, self.time_loop.truncation
+        loop = self.time_loop.replace(truncation=k and k * s)
+        carry, ys = loop.run(self.cell, cell_params, carry, self.codec.to_steps(frames))
         return carry, self._readout(params, ys)
 
     def frame_step(self, params: dict, cell_params, carry, frame: Array):
-        """One frame: (B, H, W, C) -> (carry, logits of the next frame (B, H, W, C))."""
+        """One frame: (B, H, W, C) -> (carry, logits of the next frame (B, H, W, C)).
+
+        Called inside the forecast loop, whose windows are whole frames: the S steps
+        of one frame run without truncation or remat of their own.
+        """
         steps = self.codec.to_steps(frame[:, None])
         if self.codec.steps_per_frame == 1:
             carry, y = self.cell.step(cell_params, carry, steps[:, 0])
             ys = y[:, None]
         else:
-            carry, ys = recurrence.unroll(self.cell, cell_params, carry, steps)
+            carry, ys = self.time_loop.replace(truncation=None, remat=False).run(
+                self.cell, cell_params, carry, steps)
         return carry, self._readout(params, ys)[:, 0]
 
     def rollout(self, params: dict, frames: Array, num_context: int, true_prob: Array,
@@ -211,10 +216,9 @@ class VideoPredictor:
             raise ValueError(f"num_context={num_context} must be in [1, {t_total - 1}]")
         carry = self.initial_carry(params, frames.shape[0])
         if teacher_forcing and not self.separate_forecaster:
-            return self.unroll_frames(params, params["cell"], carry, frames[:, :-1],
-                                      self.truncation)[1]
+            return self.unroll_frames(params, params["cell"], carry, frames[:, :-1])[1]
         carry, context_logits = self.unroll_frames(params, params["cell"], carry,
-                                                   frames[:, :num_context], self.truncation)
+                                                   frames[:, :num_context])
         if num_context == t_total - 1:
             return context_logits
         true_prob = jnp.ones_like(true_prob) if teacher_forcing else true_prob
@@ -223,28 +227,26 @@ class VideoPredictor:
         return jnp.concatenate([context_logits, future], axis=1)
 
     def _forecast(self, params, carry, first_logits, frames, num_context, true_prob, rng):
-        """Forecast steps N .. T-2 under lax.scan: logits of frames N+1 .. T-1."""
+        """Forecast steps N .. T-2 through `time_loop.scan`: logits of frames N+1 .. T-1.
+
+        The loop's state is (carry, the previous logits): at a truncation boundary
+        the fed-back prediction is cut too, so no gradient path spans more than k
+        frames. Its processing index starts at N, continuing the encoder's windows.
+        """
         cell_params = params.get("forecaster", params["cell"])
         num_steps = frames.shape[1] - 1 - num_context
         coins = jax.random.bernoulli(rng, true_prob[:, None], (frames.shape[0], num_steps))
-        xs = (jnp.swapaxes(frames[:, num_context:-1], 0, 1), coins.T,
-              jnp.arange(num_context, num_context + num_steps))
-        k = self.truncation
 
-        def body(state, inp):
-            true_frame, coin, t = inp
-            if k:  # a window boundary at every multiple of k frames, as in unroll_frames; the
-                # fed-back prediction is cut too, so no gradient path spans more than k frames
-                state = jax.tree.map(lambda c: jnp.where(t % k == 0, lax.stop_gradient(c), c), state)
+        def step(state, inp):
             carry, prev_logits = state
+            true_frame, coin = inp
             frame = jnp.where(coin[:, None, None, None], true_frame, jax.nn.sigmoid(prev_logits))
             carry, logits = self.frame_step(params, cell_params, carry, frame)
             return (carry, logits), logits
 
-        if self.remat:
-            body = jax.checkpoint(body)
-        _, logits = lax.scan(body, (carry, first_logits), xs)
-        return jnp.swapaxes(logits, 0, 1)
+        _, logits = self.time_loop.scan(step, (carry, first_logits),
+                                        (frames[:, num_context:-1], coins), first_step=num_context)
+        return logits
 
     def predict(self, params: dict, context: Array, num_future: int) -> Array:
         """Free-running forecast: context (B, N, H, W, C) -> pixels (B, num_future, H, W, C).

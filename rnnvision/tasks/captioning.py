@@ -31,17 +31,19 @@ import jax
 import numpy as np
 from absl import logging
 
+from rnnvision.config_checks import ConfigError, check, finite_number
+from rnnvision.config_checks import int_at_least as _int
 from rnnvision.data import digit_scenes
-from rnnvision.data.vocab import Vocabulary, tokenize
+from rnnvision.data.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabulary, tokenize
 from rnnvision.metrics.attention import attention_in_box
 from rnnvision.metrics.captioning import caption_metrics
 from rnnvision.models.attention import SCORES
 from rnnvision.models.captioner import ATTENTION_MODES, Captioner, caption_loss
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.models.resnet import NORMS, ResNetEncoder
+from rnnvision.models.search import SpecialTokens
 from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import ConfigError, check, finite_number
-from rnnvision.train.config import int_at_least as _int
+from rnnvision.tasks.evaluation import map_in_chunks
 
 DATASETS = ("digit_scenes", "coco")
 DECODERS = ("greedy", "beam")
@@ -141,10 +143,13 @@ class _CocoData:
 class CaptioningTask(Task):
     """Captioning with a CNN encoder and a recurrent decoder (see the module docstring)."""
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         check(config, _RULES)
         self.cell = make_cell(config.model)
+        # Teacher forcing honours truncation (in words), remat and unroll; the decoder's
+        # step also attends over the image, so it is no cell a fused loop could run.
+        self.check_time_loop(custom_loop="the decoder's step attends over the image features")
         self.data = (_DigitSceneData if config.data.dataset == "digit_scenes" else _CocoData)(config)
         self.max_steps = config.data.max_length + 1  # words + <eos>
         self._vocab: Vocabulary | None = None
@@ -189,9 +194,11 @@ class CaptioningTask(Task):
                 width=m.encoder_width, num_stages=m.encoder_stages, blocks_per_stage=m.encoder_blocks,
                 stem_kernel=m.encoder_stem_kernel, stem_stride=m.encoder_stem_stride,
                 stem_pool=m.encoder_stem_pool, norm=m.encoder_norm, dtype=m.compute_dtype)
-            self._model = Captioner(encoder, self.cell, len(self.vocab), m.embed_dim, m.attention,
-                                    m.attention_dim, m.attention_score, m.attention_gate, m.dropout,
-                                    m.coordinates)
+            self._model = Captioner(
+                encoder, self.cell, len(self.vocab), SpecialTokens(PAD_ID, BOS_ID, EOS_ID),
+                embed_dim=m.embed_dim, attention=m.attention, attention_dim=m.attention_dim,
+                attention_score=m.attention_score, gate=m.attention_gate, dropout=m.dropout,
+                coordinates=m.coordinates, time_loop=self.time_loop)
         return self._model
 
     # -- training --------------------------------------------------------------------
@@ -236,15 +243,10 @@ class CaptioningTask(Task):
                 "lengths": out.lengths}
 
     def decode_images(self, params, apply: Apply, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Decodes in batches of exactly eval.batch_size (the last one padded by repeating
-        its last image), so one compiled decoder serves every evaluation set and figure."""
-        size, outs = self.config.eval.batch_size, []
-        for start in range(0, len(images), size):
-            chunk = np.asarray(images[start:start + size])
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
-            out = apply(self.decode, params, {"image": padded})
-            outs.append({k: v[:len(chunk)] for k, v in out.items()})
-        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        """Decodes in batches of exactly eval.batch_size (the last one padded), so one
+        compiled decoder serves every evaluation set and figure."""
+        return map_in_chunks(apply, self.decode, params, {"image": images},
+                             self.config.eval.batch_size, pad=True)
 
     def evaluate(self, params, apply: Apply) -> dict[str, float]:
         results = {}

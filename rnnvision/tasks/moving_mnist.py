@@ -31,13 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnvision.config_checks import ConfigError, check, finite_number
+from rnnvision.config_checks import int_at_least as _int
 from rnnvision.data import MovingMnist, load_mnist, load_moving_mnist_tfds
 from rnnvision.metrics.image import video_prediction_metrics
 from rnnvision.models.cell_factory import make_cell
 from rnnvision.models.video import FRAME_INPUTS, FrameCodec, VideoPredictor
 from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import ConfigError, check, finite_number
-from rnnvision.train.config import int_at_least as _int
+from rnnvision.tasks.evaluation import weighted_means
 
 LOSSES = ("mse", "bce")
 LOSS_FRAMES = ("all", "future")
@@ -94,8 +95,8 @@ class MovingMnistTask(Task):
     resume_safe_fields = ("data.eval_set", "data.eval_sequence_seed", "data.moving_mnist_data_dir",
                           "data.eval_idx_images", "data.eval_idx_labels", "data.eval_slice")
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         check(config, _RULES)
         data = config.data
         self.num_context, self.num_frames = data.num_context, data.num_frames
@@ -122,8 +123,10 @@ class MovingMnistTask(Task):
                                m.row_band)
         except ValueError as e:
             raise ConfigError("model.patch", m.patch, str(e)) from None
-        model = VideoPredictor(make_cell(m), codec, m.separate_forecaster,
-                               config.train.truncation or None, config.train.remat, m.readout_bias)
+        cell = make_cell(m)
+        self.check_time_loop(custom_loop="the forecast loop feeds each prediction back as the "
+                                         "next input")
+        model = VideoPredictor(cell, codec, m.separate_forecaster, self.time_loop, m.readout_bias)
         try:  # the cell must accept the steps of this frame_input: fail now, naming the field
             jax.eval_shape(model.init, jax.random.key(0))
         except (ValueError, TypeError) as e:
@@ -195,14 +198,13 @@ class MovingMnistTask(Task):
 
     # -- evaluation ----------------------------------------------------------------
     def evaluate(self, params, apply: Apply) -> dict[str, float]:
-        n, sums, total = self.num_context, {}, 0
-        for chunk in self.eval_chunks():
+        n, parts = self.num_context, []
+        for chunk in self.eval_chunks():  # generated on demand: never all held at once
             pred = apply(self.predict, params, {"context": chunk[:, :n]})
-            metrics = video_prediction_metrics(pred, chunk[:, n:], chunk[:, n - 1], self.mean_frame())
-            for k, v in metrics.items():  # metrics are means over the chunk: weight by its size
-                sums[k] = sums.get(k, 0.0) + v * len(chunk)
-            total += len(chunk)
-        results = {k: v / total for k, v in sums.items()}
+            parts.append((len(chunk), video_prediction_metrics(pred, chunk[:, n:], chunk[:, n - 1],
+                                                               self.mean_frame())))
+        results = weighted_means(parts)
+        total = sum(size for size, _ in parts)
         results["mse_ratio_to_copy_last"] = results["mse"] / results["copy_last/mse"]
         results["mse_ratio_to_mean_frame"] = results["mse"] / results["mean_frame/mse"]
         results["num_sequences"] = total

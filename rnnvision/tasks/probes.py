@@ -59,70 +59,40 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnvision import recurrence
-from rnnvision.metrics.gradients import largest_singular_value
+from rnnvision.config_checks import check, int_at_least
+from rnnvision.metrics.gradients import recurrent_sigma_max
 from rnnvision.models.cell_factory import make_cell
-from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import check, int_at_least
+from rnnvision.models.readout import LastStepReadout
+from rnnvision.tasks.base import Apply, Capability, RecurrentLoss, Task
+from rnnvision.tasks.evaluation import chunk_slices, weighted_means
 
 _EVAL_SEED = 20261122  # the evaluation set's seed: one set shared by every run
 
 
-def recurrent_matrix(cell_params) -> jax.Array | None:
-    """The first parameter named "w_h" (the recurrent kernel of the dense cells), or None."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(cell_params):
-        if path and getattr(path[-1], "key", None) == "w_h":
-            return leaf
-    return None
-
-
-@jax.jit
-def sigma_max(cell_params) -> jax.Array:
-    """Largest singular value of the recurrent kernel's (H, H) gate blocks (0 if none).
-
-    W_h is (H, G*H) for a cell with G gate blocks (rnn 1, gru 3, lstm 4); each block
-    maps the previous state to one gate, and is orthogonal times `recurrent_scale` at
-    init. The maximum over blocks is the spectral radius at init (1 for the defaults),
-    and >1 / <1 is the exploding / vanishing regime for the tanh RNN. 16 steps of
-    power iteration (jit-friendly; exact for a scaled orthogonal block).
-    """
-    w_h = recurrent_matrix(cell_params)
-    if w_h is None:
-        return jnp.zeros(())
-    hidden = w_h.shape[0]
-    blocks = w_h.reshape(hidden, -1, hidden).transpose(1, 0, 2)  # (G, H, H)
-    value = jnp.max(jax.vmap(lambda b: largest_singular_value(b, num_iters=16))(blocks))
-    # Overflowing weights (a diverging run) make power iteration return 0: report nan.
-    return jnp.where((value > 0) | (jnp.max(jnp.abs(w_h)) == 0), value, jnp.nan)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _init_params(cell, num_features: int, num_outputs: int, rng):
-    """Cell + linear readout parameters; jitted (one compile per cell, not one per op)."""
-    k_cell, k_head = jax.random.split(rng)
-    hidden = cell.output_shape((num_features,))[0]
-    w = jax.nn.initializers.lecun_normal()(k_head, (hidden, num_outputs))
-    return {"cell": cell.init(k_cell, (num_features,)),
-            "head": {"w": w, "b": jnp.zeros((num_outputs,), jnp.float32)}}
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_params(model: LastStepReadout, num_features: int, rng):
+    """Cell + readout parameters; jitted (one compile per model, not one per op)."""
+    return model.init(rng, (num_features,))
 
 
 class ProbeTask(Task):
     """Shared parts of the copy and adding tasks: cell + linear readout at the last step."""
 
+    capabilities = frozenset({Capability.RECURRENT_LOSS})
     num_features: int
     num_outputs: int
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         check(config, [
             ("data.dependency", int_at_least(2), "an integer L >= 2"),
             ("data.num_eval", int_at_least(1), "an integer >= 1"),
             ("model.hidden_size", int_at_least(1), "an integer >= 1"),
         ])
         self.cell = make_cell(config.model)
+        self.check_time_loop([self.cell])
+        self.model = LastStepReadout(self.cell, self.num_outputs, time_loop)
         self.length = config.data.dependency
-        self.truncation = config.train.truncation or None
-        self.remat = config.train.remat
         self._eval = self.make_batch(np.random.default_rng(_EVAL_SEED), config.data.num_eval)
 
     # -- data ------------------------------------------------------------------------
@@ -136,59 +106,38 @@ class ProbeTask(Task):
 
     # -- model -----------------------------------------------------------------------
     def init_params(self, rng):
-        return _init_params(self.cell, self.num_features, self.num_outputs, rng)
-
-    def outputs(self, params, xs, truncation=None, remat=False):
-        """The cell's outputs ys (B, T, H) over xs (B, T, F)."""
-        carry = self.cell.initial_carry(params["cell"], xs[:, 0].shape)
-        _, ys = recurrence.unroll(self.cell, params["cell"], carry, xs,
-                                  truncation=truncation, remat=remat)
-        return ys
-
-    def readout(self, params, y_last):
-        return y_last @ params["head"]["w"] + params["head"]["b"]
+        return _init_params(self.model, self.num_features, rng)
 
     def last_step_loss(self, params, y_last, batch) -> tuple[jax.Array, dict]:
         """(loss, metrics) from the last step's output (B, H)."""
         raise NotImplementedError
 
     def loss(self, params, batch, rng):
-        ys = self.outputs(params, batch["x"], self.truncation, self.remat)
+        ys = self.model.outputs(params, batch["x"])
         loss, metrics = self.last_step_loss(params, ys[:, -1], batch)
-        return loss, dict(metrics, recurrent_sigma_max=sigma_max(params["cell"]))
+        return loss, dict(metrics, recurrent_sigma_max=recurrent_sigma_max(params["cell"]))
 
-    def with_truncation(self, truncation: int | None) -> "ProbeTask":
-        """The same task (same data and parameters) with another truncation window."""
-        other = object.__new__(type(self))
-        other.__dict__.update(self.__dict__, truncation=truncation)
-        return other
-
-    def recurrent_loss(self, batch):
-        """This task's loss as a `rnnvision.ablation.grad_bias.RecurrentLoss` on `batch`."""
-        from rnnvision.ablation.grad_bias import RecurrentLoss
-
-        def step_losses(params, ys):
-            loss, _ = self.last_step_loss(params, ys[:, -1], batch)
-            return jnp.zeros((ys.shape[1],), loss.dtype).at[-1].set(loss)
-
+    def recurrent_loss(self, batch) -> RecurrentLoss:
+        """This task's loss on `batch`: the cell's unroll plus a loss at step L - 1 only."""
+        step_losses = LastStepReadout.last_step_losses(
+            lambda params, y_last: self.last_step_loss(params, y_last, batch)[0])
         return RecurrentLoss(cell=self.cell, xs=jnp.asarray(batch["x"]), step_losses=step_losses,
                              loss_steps=(self.length - 1,))
 
     # -- evaluation ------------------------------------------------------------------
     def _eval_metrics(self, params, batch):
-        ys = self.outputs(params, batch["x"])
+        """Full BPTT is irrelevant here (no gradient); the task's loop options still apply."""
+        ys = self.model.outputs(params, batch["x"])
         loss, metrics = self.last_step_loss(params, ys[:, -1], batch)
         return dict(metrics, loss=loss)
 
     def evaluate(self, params, apply: Apply) -> dict[str, float]:
-        size = self.config.eval.batch_size
         n = self.config.data.num_eval
-        parts = [(min(size, n - i), apply(self._eval_metrics, params,
-                                          {k: v[i:i + size] for k, v in self._eval.items()}))
-                 for i in range(0, n, size)]
-        keys = parts[0][1].keys()
-        out = {k: float(sum(w * np.mean(m[k]) for w, m in parts) / n) for k in keys}
-        out["recurrent_sigma_max"] = float(sigma_max(params["cell"]))
+        parts = [(rows.stop - rows.start,
+                  apply(self._eval_metrics, params, {k: v[rows] for k, v in self._eval.items()}))
+                 for rows in chunk_slices(n, self.config.eval.batch_size)]
+        out = weighted_means(parts)
+        out["recurrent_sigma_max"] = float(recurrent_sigma_max(params["cell"]))
         return out
 
     def figures(self, params, apply: Apply, outdir: str, history: list[Mapping]) -> list[str]:
@@ -201,7 +150,7 @@ class ProbeTask(Task):
 class CopyTask(ProbeTask):
     """Remember num_copy symbols shown at step 0; output them at step L - 1 (see module doc)."""
 
-    def __init__(self, config):
+    def __init__(self, config, time_loop):
         check(config, [
             ("data.num_symbols", int_at_least(2), "an integer >= 2"),
             ("data.num_copy", int_at_least(1), "an integer >= 1"),
@@ -209,7 +158,7 @@ class CopyTask(ProbeTask):
         self.num_symbols, self.num_copy = config.data.num_symbols, config.data.num_copy
         self.num_features = self.num_copy * self.num_symbols + 2
         self.num_outputs = self.num_copy * self.num_symbols
-        super().__init__(config)
+        super().__init__(config, time_loop)
 
     def make_batch(self, rng, size):
         """x (size, L, M*A + 2) float32, label (size, M) int32: the step-0 symbols."""
@@ -225,7 +174,7 @@ class CopyTask(ProbeTask):
         return {"x": x, "label": symbols[:, 0].astype(np.int32)}
 
     def last_step_loss(self, params, y_last, batch):
-        logits = self.readout(params, y_last).reshape(-1, self.num_copy, self.num_symbols)
+        logits = self.model.readout(params, y_last).reshape(-1, self.num_copy, self.num_symbols)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         accuracy = (logits.argmax(-1) == batch["label"]).mean()
         return loss, {"accuracy": accuracy}
@@ -249,6 +198,6 @@ class AddingTask(ProbeTask):
         return {"x": np.stack([values, marker], axis=-1), "target": target.astype(np.float32)}
 
     def last_step_loss(self, params, y_last, batch):
-        err = self.readout(params, y_last)[:, 0] - batch["target"]
+        err = self.model.readout(params, y_last)[:, 0] - batch["target"]
         mse = jnp.mean(err ** 2)
         return mse, {"mse": mse, "accuracy": jnp.mean(jnp.abs(err) < 0.1)}

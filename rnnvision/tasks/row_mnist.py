@@ -5,7 +5,8 @@ Inputs (model.input):
             (W=28, C=1) pixels so the state is a row of feature vectors.
   pixels    784 steps of one pixel (B, 784, 1): the long-range variant.
   permuted  pixels in a fixed random order (seeded by data.permutation_seed).
-Loss: softmax cross-entropy of a linear readout of the last step's output.
+Model: `rnnvision.models.readout.LastStepReadout` (any registered cell, a linear
+readout of the last step's output). Loss: softmax cross-entropy.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnvision.config_checks import ConfigError, check, int_at_least, one_of
 from rnnvision.data.mnist import load_mnist
 from rnnvision.data.sampler import EpochSampler
 from rnnvision.models.cell_factory import make_cell
-from rnnvision.models.sequence_classifier import SequenceClassifier
-from rnnvision.tasks.base import Apply, Task
-from rnnvision.train.config import ConfigError, check
+from rnnvision.models.readout import LastStepReadout
+from rnnvision.tasks.base import Apply, Capability, RecurrentLoss, Task
+from rnnvision.tasks.evaluation import map_in_chunks
 
 INPUTS = ("rows", "pixels", "permuted")
 
@@ -43,19 +45,21 @@ def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
 class RowMnistTask(Task):
     """Row-by-row (or pixel-by-pixel) MNIST classification with any registered cell."""
 
-    def __init__(self, config):
-        super().__init__(config)
+    capabilities = frozenset({Capability.RECURRENT_LOSS})
+
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         check(config, [
-            ("model.input", lambda v: v in INPUTS, f"one of {INPUTS}"),
-            ("model.hidden_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-            ("data.augment_shift", lambda v: isinstance(v, int) and 0 <= v <= 8, "an integer in 0..8"),
+            ("model.input", one_of(INPUTS), f"one of {INPUTS}"),
+            ("model.hidden_size", int_at_least(1), "an integer >= 1"),
+            ("data.augment_shift", lambda v: int_at_least(0)(v) and v <= 8, "an integer in 0..8"),
         ])
         self.cell = make_cell(config.model)
         if config.model.cell in ("row_lstm", "conv_lstm") and config.model.input != "rows":
             raise ConfigError("model.input", config.model.input,
                               f"'rows' for cell {config.model.cell!r}")
-        truncation = config.train.truncation or None
-        self.model = SequenceClassifier(self.cell, 10, truncation, config.train.remat)
+        self.check_time_loop([self.cell])
+        self.model = LastStepReadout(self.cell, 10, time_loop)
         self.train_images, self.train_labels = load_mnist(config.data, "train")
         self.eval_images, self.eval_labels = load_mnist(config.data, "eval")
         self.sampler = EpochSampler(len(self.train_labels), config.train.batch_size, config.seed)
@@ -86,20 +90,30 @@ class RowMnistTask(Task):
         return self.model.init(rng, step_shape)
 
     def loss(self, params, batch, rng):
-        logits = self.model.logits(params, batch["x"])
+        logits = self.model.apply(params, batch["x"])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         accuracy = (logits.argmax(-1) == batch["label"]).mean()
         return loss, {"accuracy": accuracy}
 
+    def recurrent_loss(self, batch) -> RecurrentLoss:
+        """The loss on `batch` as the cell's unroll plus a loss at the last step only."""
+        labels = jnp.asarray(batch["label"])
+
+        def last_loss(params, y_last):
+            logits = self.model.readout(params, y_last)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        xs = jnp.asarray(batch["x"])
+        return RecurrentLoss(self.cell, xs, LastStepReadout.last_step_losses(last_loss),
+                             loss_steps=(xs.shape[1] - 1,))
+
     def predict(self, params, batch):
-        return self.model.logits(params, batch["x"])
+        return self.model.apply(params, batch["x"])
 
     # -- evaluation ----------------------------------------------------------------
     def eval_logits(self, params, apply: Apply) -> np.ndarray:
-        size = self.config.eval.batch_size
-        return np.concatenate([
-            apply(self.predict, params, {"x": self.sequences(self.eval_images[i:i + size])})
-            for i in range(0, len(self.eval_labels), size)])
+        return map_in_chunks(apply, self.predict, params,
+                             {"x": self.sequences(self.eval_images)}, self.config.eval.batch_size)
 
     def evaluate(self, params, apply: Apply) -> dict[str, float]:
         logits = self.eval_logits(params, apply)

@@ -39,12 +39,13 @@ import numpy as np
 import optax
 
 from rnnvision import recurrence
+from rnnvision.config_checks import ConfigError, check, int_at_least
 from rnnvision.data.mnist import load_mnist
 from rnnvision.data.moving_mnist import MovingMnist
+from rnnvision.metrics.gradients import recurrent_sigma_max
 from rnnvision.models.cell_factory import make_cell
-from rnnvision.tasks.base import Apply, Task
-from rnnvision.tasks.probes import sigma_max
-from rnnvision.train.config import ConfigError, check, int_at_least
+from rnnvision.tasks.base import Apply, Capability, RecurrentLoss, Task
+from rnnvision.tasks.evaluation import map_in_chunks
 
 _EVAL_SEED = 20261122  # seed of the evaluation videos, shared by every run
 _CONV_CELLS = ("conv_lstm",)
@@ -53,8 +54,10 @@ _CONV_CELLS = ("conv_lstm",)
 class StreamFramesTask(Task):
     """Next-frame prediction over long videos in streaming TBPTT(k1, k2) windows."""
 
-    def __init__(self, config):
-        super().__init__(config)
+    capabilities = frozenset({Capability.STREAMING, Capability.RECURRENT_LOSS})
+
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         d = config.data
         check(config, [
             ("data.num_frames", int_at_least(1), "an integer T >= 1"),
@@ -65,7 +68,8 @@ class StreamFramesTask(Task):
             ("data.num_eval_sequences", int_at_least(1), "an integer >= 1"),
             ("model.k1", int_at_least(0), "0 (= k2) or an integer >= 1"),
         ])
-        self.k2 = config.train.truncation or d.num_frames
+        # train.truncation is k2 here: the stream's own windows, not a cut inside one unroll.
+        self.k2 = time_loop.truncation or d.num_frames
         self.k1 = config.model.k1 or self.k2
         if self.k1 > self.k2:
             raise ConfigError("model.k1", self.k1, f"at most k2 = train.truncation ({self.k2})")
@@ -73,6 +77,8 @@ class StreamFramesTask(Task):
             raise ConfigError("data.num_frames", d.num_frames, f"a multiple of k1 ({self.k1})")
         self.windows = d.num_frames // self.k1
         self.cell = make_cell(config.model)
+        self.check_time_loop([self.cell])
+        self.window_loop = time_loop.replace(truncation=None)  # each window: k2 steps, whole
         side = d.canvas // d.downsample
         self.conv = config.model.cell in _CONV_CELLS
         self.step_shape = (side, side, 1) if self.conv else (side * side,)
@@ -111,12 +117,6 @@ class StreamFramesTask(Task):
         lo = j * self.k1
         return {"x": frames[:, lo:lo + self.k1], "y": frames[:, lo + 1:lo + self.k1 + 1],
                 "start": np.full((len(frames),), j == 0)}
-
-    def grad_bias_batch(self, size: int) -> dict[str, np.ndarray]:
-        """Whole sequences (x: frames 0..T-1, y: frames 1..T) for the gradient-bias analysis."""
-        videos = self.train_videos.batch(np.arange(10**6, 10**6 + size))  # not trained on
-        frames = self.frames(videos)
-        return {"x": frames[:, :-1], "y": frames[:, 1:]}
 
     # -- model -----------------------------------------------------------------------------
     def init_params(self, rng):
@@ -160,7 +160,7 @@ class StreamFramesTask(Task):
         mse = jnp.mean((jax.nn.sigmoid(logits) - targets) ** 2)
         return bce, mse
 
-    def loss(self, params, batch, rng, stream):
+    def stream_loss(self, params, batch, rng, stream):
         stream = self._usable(stream, batch["x"].shape[0])
         if self.config.data.reset_at_start:
             fresh = self._fresh_stream(params["cell"], batch["x"].shape[0])
@@ -169,15 +169,19 @@ class StreamFramesTask(Task):
                 lambda f, s: jnp.where(start.reshape((-1,) + (1,) * (s.ndim - 1)), f, s),
                 fresh, stream)
         ys, new_stream = recurrence.stream_unroll(self.cell, params["cell"], stream, batch["x"],
-                                                  remat=self.config.train.remat)
+                                                  **self.window_loop.options())
         per_step, mse = self.frame_losses(self.logits(params, ys), batch["y"])
-        metrics = {"mse": mse, "recurrent_sigma_max": sigma_max(params["cell"])}
+        metrics = {"mse": mse, "recurrent_sigma_max": recurrent_sigma_max(params["cell"])}
         return per_step.mean(), (metrics, self._storable(new_stream))
 
-    def recurrent_loss(self, batch):
-        """The loss over whole sequences as a grad_bias.RecurrentLoss (a loss at every step)."""
-        from rnnvision.ablation.grad_bias import RecurrentLoss
+    def loss(self, params, batch, rng):
+        """The loss of one window from a fresh stream (the trainer calls `stream_loss`)."""
+        fresh = self._storable(self._fresh_stream(params["cell"], batch["x"].shape[0]))
+        loss, (metrics, _) = self.stream_loss(params, batch, rng, fresh)
+        return loss, metrics
 
+    def recurrent_loss(self, batch) -> RecurrentLoss:
+        """The loss over whole sequences (a loss at every step)."""
         targets = jnp.asarray(batch["y"])
 
         def step_losses(params, ys):
@@ -192,7 +196,7 @@ class StreamFramesTask(Task):
         MSE of copying the last frame."""
         x, y = batch["frames"][:, :-1], batch["frames"][:, 1:]
         carry = self.cell.initial_carry(params["cell"], x[:, 0].shape)
-        _, ys = recurrence.unroll(self.cell, params["cell"], carry, x)
+        _, ys = self.window_loop.run(self.cell, params["cell"], carry, x)
         axes = tuple(range(2, x.ndim))
         logits = self.logits(params, ys)
         return {"mse": jnp.mean((jax.nn.sigmoid(logits) - y) ** 2, axis=axes),
@@ -200,10 +204,9 @@ class StreamFramesTask(Task):
                 "copy_mse": jnp.mean((x - y) ** 2, axis=axes)}
 
     def per_frame_mse(self, params, apply: Apply) -> dict[str, np.ndarray]:
-        size = self.config.eval.batch_size
-        parts = [apply(self.predict, params, {"frames": self.eval_frames[i:i + size]})
-                 for i in range(0, len(self.eval_frames), size)]
-        return {k: np.concatenate([p[k] for p in parts]).mean(0) for k in parts[0]}
+        per_sequence = map_in_chunks(apply, self.predict, params, {"frames": self.eval_frames},
+                                     self.config.eval.batch_size)
+        return {k: v.mean(0) for k, v in per_sequence.items()}
 
     def evaluate(self, params, apply: Apply) -> dict[str, float]:
         curves = self.per_frame_mse(params, apply)
@@ -211,7 +214,7 @@ class StreamFramesTask(Task):
         return {"loss": float(curves["bce"].mean()), "mse": float(curves["mse"].mean()),
                 "copy_last_mse": float(curves["copy_mse"].mean()),
                 "mse_last_tenth": float(curves["mse"][-tail:].mean()),
-                "recurrent_sigma_max": float(sigma_max(params["cell"]))}
+                "recurrent_sigma_max": float(recurrent_sigma_max(params["cell"]))}
 
     def figures(self, params, apply: Apply, outdir: str, history: list[Mapping]) -> list[str]:
         from rnnvision.viz import curves as curves_viz, frames as frames_viz

@@ -1,5 +1,5 @@
 """The generic trainer: config, optimizer, train step, data parallelism, checkpoints, metrics."""
 
-from rnnvision.train.loop import NonFiniteError, run
+from rnnvision.train.loop import NonFiniteError, build_task, initial_stream, run
 
-__all__ = ["NonFiniteError", "run"]
+__all__ = ["NonFiniteError", "build_task", "initial_stream", "run"]

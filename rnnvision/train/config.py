@@ -3,28 +3,22 @@
 An experiment config (`configs/<name>.py`) starts from `base_config()` and adds
 its own `data` and `model` sections. `validate(config, num_devices)` checks
 every shared field before any compute; a task adds its own checks. Errors name
-the field, the value and what is allowed.
+the field, the value and what is allowed. `time_loop(config)` is the one place
+where the time-loop options of config.train become the `TimeLoop` every task's
+models run with.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
-
 import ml_collections
+
+from rnnvision.config_checks import ConfigError, Rule, check, finite_number, int_at_least, one_of
+from rnnvision.recurrence import IMPLS, TimeLoop
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine")
 CLIP_METHODS = ("none", "global_norm", "value", "adaptive")
 NONFINITE_POLICIES = ("stop", "skip")
-
-
-class ConfigError(ValueError):
-    """A config field holds a value that is not allowed."""
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        super().__init__(f"config field {field}={value!r} is not allowed: {allowed}")
-        self.field = field
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,8 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 1000          # optimizer steps in the whole run
     c.train.batch_size = 128          # GLOBAL batch, split over all devices of all hosts
+    # The time loop (rnnvision.recurrence.TimeLoop), honoured by every task or refused:
     c.train.truncation = 0            # truncated BPTT window k; 0 = full BPTT
-    c.train.remat = False             # gradient checkpointing in the time loop
+    c.train.remat = False             # gradient checkpointing in chunks of ~sqrt(T) steps
+    c.train.unroll = 0                # lax.scan unroll factor; 0 = automatic
+    c.train.loop_impl = "auto"        # "auto" (fused fast path where one applies), "fused" or "scan"
     c.train.log_every = 50            # steps between metrics.jsonl / TensorBoard rows
     c.train.eval_every = 0            # steps between evaluations; 0 = only at the end
     c.train.checkpoint_every = 500    # steps between checkpoints (one is always saved at the end)
@@ -70,100 +67,45 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _int(lo: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _finite(v: int | float) -> bool:
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _num(lo: float, strict: bool = True) -> Callable[[Any], bool]:
-    """A finite int/float > lo (>= lo when not strict): NaN and +-inf are never allowed."""
-    def ok(v):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
-            return False
-        return v > lo if strict else v >= lo
-    return ok
-
-
-def _one_of(options) -> Callable[[Any], bool]:
-    return lambda v: v in options
-
-
-# Public predicates for the rules of tasks: check(config, [(field, predicate, allowed)]).
-int_at_least = _int
-finite_number = _num
-one_of = _one_of
-
 # (field, predicate, what is allowed)
-_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", lambda v: _int(0)(v) and v < 2**63, "an integer in [0, 2**63)"),
-    ("train.num_steps", _int(1), "an integer >= 1"),
-    ("train.batch_size", _int(1), "an integer >= 1"),
-    ("train.truncation", _int(0), "0 (full BPTT) or a window length >= 1"),
-    ("train.log_every", _int(1), "an integer >= 1"),
-    ("train.eval_every", _int(0), "0 (only at the end) or an integer >= 1"),
-    ("train.checkpoint_every", _int(1), "an integer >= 1"),
-    ("train.keep_checkpoints", _int(1), "an integer >= 1"),
-    ("train.nonfinite", _one_of(NONFINITE_POLICIES), f"one of {NONFINITE_POLICIES}"),
-    ("optim.optimizer", _one_of(OPTIMIZERS), f"one of {OPTIMIZERS}"),
-    ("optim.learning_rate", _num(0.0), "a finite number > 0"),
-    ("optim.schedule", _one_of(SCHEDULES), f"one of {SCHEDULES}"),
-    ("optim.warmup_steps", _int(0), "an integer >= 0"),
-    ("optim.weight_decay", _num(0.0, strict=False), "a finite number >= 0"),
-    ("optim.clip.method", _one_of(CLIP_METHODS), f"one of {CLIP_METHODS}"),
-    ("eval.batch_size", _int(1), "an integer >= 1"),
+_RULES: list[Rule] = [
+    ("seed", lambda v: int_at_least(0)(v) and v < 2**63, "an integer in [0, 2**63)"),
+    ("train.num_steps", int_at_least(1), "an integer >= 1"),
+    ("train.batch_size", int_at_least(1), "an integer >= 1"),
+    ("train.truncation", int_at_least(0), "0 (full BPTT) or a window length >= 1"),
+    ("train.remat", lambda v: isinstance(v, bool), "True or False"),
+    ("train.unroll", int_at_least(0), "0 (automatic) or an unroll factor >= 1"),
+    ("train.loop_impl", one_of(IMPLS), f"one of {IMPLS}"),
+    ("train.log_every", int_at_least(1), "an integer >= 1"),
+    ("train.eval_every", int_at_least(0), "0 (only at the end) or an integer >= 1"),
+    ("train.checkpoint_every", int_at_least(1), "an integer >= 1"),
+    ("train.keep_checkpoints", int_at_least(1), "an integer >= 1"),
+    ("train.nonfinite", one_of(NONFINITE_POLICIES), f"one of {NONFINITE_POLICIES}"),
+    ("optim.optimizer", one_of(OPTIMIZERS), f"one of {OPTIMIZERS}"),
+    ("optim.learning_rate", finite_number(0.0), "a finite number > 0"),
+    ("optim.schedule", one_of(SCHEDULES), f"one of {SCHEDULES}"),
+    ("optim.warmup_steps", int_at_least(0), "an integer >= 0"),
+    ("optim.weight_decay", finite_number(0.0, strict=False), "a finite number >= 0"),
+    ("optim.clip.method", one_of(CLIP_METHODS), f"one of {CLIP_METHODS}"),
+    ("eval.batch_size", int_at_least(1), "an integer >= 1"),
 ]
-
-
-def get_field(config: ml_collections.ConfigDict, path: str) -> Any:
-    """The value at a dotted path, e.g. get_field(config, "optim.clip.method")."""
-    node = config
-    for part in path.split("."):
-        node = node[part]
-    return node
-
-
-def set_field(config, path: str, value: Any) -> None:
-    """Sets the value at a dotted path (a ConfigDict, or a plain nested dict)."""
-    *parents, leaf = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-
-
-def override(config: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
-    """Unlocks `config` and sets dotted fields: override(c, **{"train.num_steps": 10})."""
-    config.unlock()
-    for path, value in values.items():
-        set_field(config, path, value)
-    return config
-
-
-def check(config, rules) -> None:
-    """Applies (field, predicate, allowed) rules; raises ConfigError on the first failure."""
-    for field, ok, allowed in rules:
-        try:
-            value = get_field(config, field)
-        except (KeyError, AttributeError):
-            raise ConfigError(field, "<missing>", f"the config must define it ({allowed})") from None
-        if not ok(value):
-            raise ConfigError(field, value, allowed)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Checks the shared fields; `num_devices` is the global device count."""
     check(config, _RULES)
     if config.optim.clip.method != "none":
-        check(config, [("optim.clip.threshold", _num(0.0), "a finite number > 0 when clipping")])
+        check(config, [("optim.clip.threshold", finite_number(0.0), "a finite number > 0 when clipping")])
     if config.train.batch_size % num_devices:
         raise ConfigError("train.batch_size", config.train.batch_size,
                           f"a multiple of the device count ({num_devices})")
     if config.optim.warmup_steps >= config.train.num_steps and config.optim.schedule == "warmup_cosine":
         raise ConfigError("optim.warmup_steps", config.optim.warmup_steps,
                           f"fewer than train.num_steps ({config.train.num_steps})")
+
+
+def time_loop(config: ml_collections.ConfigDict) -> TimeLoop:
+    """The run's TimeLoop from config.train (truncation 0 and unroll 0 mean None)."""
+    t = config.train
+    return TimeLoop(truncation=t.truncation or None, remat=t.remat, unroll=t.unroll or None,
+                    impl=t.loop_impl)

@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 
 from rnnvision import tasks
+from rnnvision.config_checks import ConfigError
+from rnnvision.tasks import Capability, Task
 from rnnvision.train import checkpoint, config as config_lib, optim, parallel, state as state_lib
 from rnnvision.train import workdir as workdir_lib
 from rnnvision.train.interrupt import Interrupted, StopOnSignal
@@ -45,7 +47,12 @@ def import_extra_modules(names: str) -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            raise config_lib.ConfigError("extra_imports", name, f"an importable module ({e})") from None
+            raise ConfigError("extra_imports", name, f"an importable module ({e})") from None
+
+
+def build_task(config) -> Task:
+    """The task named by config.task, its models running with the TimeLoop of config.train."""
+    return tasks.build(config, config_lib.time_loop(config))
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     parallel.initialize_distributed(config.distributed)
     dp = parallel.DataParallel()
     config_lib.validate(config, dp.num_global)
-    task = tasks.build(config)
+    task = build_task(config)
     is_main = dp.process_index == 0
     workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main,
                         safe=workdir_lib.RESUME_SAFE + tuple(task.resume_safe_fields))
@@ -67,7 +74,7 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
 
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
     rng = jax.random.key(config.seed)
-    stream = _initial_stream(task, dp, config.train.batch_size)
+    stream = initial_stream(task, dp, config.train.batch_size)
     train_state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx, stream)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
     start = ckpt.latest_step() or 0
@@ -91,11 +98,11 @@ def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict
     return train_state, results
 
 
-def _initial_stream(task, dp, global_batch_size: int):
+def initial_stream(task: Task, dp: parallel.DataParallel, global_batch_size: int):
     """A streaming task's initial state, one copy per local device (None otherwise)."""
-    stream = task.init_stream(global_batch_size // dp.num_global)
-    if stream is None:
+    if not task.has(Capability.STREAMING):
         return None
+    stream = task.init_stream(global_batch_size // dp.num_global)
     if dp.process_count > 1:
         raise NotImplementedError(
             "streaming tasks (state carried across steps) run on one host with any number of "
@@ -105,8 +112,10 @@ def _initial_stream(task, dp, global_batch_size: int):
 
 def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
     cfg = config.train
-    step_fn = make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip), parallel.AXIS,
-                              streaming=train_state.stream is not None)
+    streaming = task.has(Capability.STREAMING)
+    step_fn = make_train_step(task.stream_loss if streaming else task.loss, tx,
+                              optim.make_clipper(config.optim.clip), parallel.AXIS,
+                              streaming=streaming)
     p_step = dp.pmap_train_step(step_fn)
     rep_state = dp.place_state(train_state)
     rep_rng = dp.replicate(jax.random.key_data(jax.random.fold_in(rng, 1)))

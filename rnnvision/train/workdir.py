@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from rnnvision.train.config import base_config
 from rnnvision.train.writer import write_json
 
 # Fields that may differ between a run and its resumption: they change neither
@@ -25,11 +26,19 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: dict, new: dict, safe=RESUME_SAFE) -> list[str]:
-    """Lines "field: old -> new" for fields outside `safe` that differ."""
+    """Lines "field: old -> new" for fields outside `safe` that differ.
+
+    A trainer field that a newer version added (absent from `old`) and that holds
+    its default in `new` is no difference: a workdir written before the field
+    existed ran with that default.
+    """
     a, b = flatten(old), flatten(new)
+    defaults = flatten(base_config().to_dict())
     lines = []
     for field in sorted(set(a) | set(b)):
         if any(field == s or (s.endswith(".") and field.startswith(s)) for s in safe):
+            continue
+        if field not in a and field in defaults and b.get(field) == defaults[field]:
             continue
         if a.get(field, "<absent>") != b.get(field, "<absent>"):
             lines.append(f"  {field}: {a.get(field, '<absent>')!r} -> {b.get(field, '<absent>')!r}")

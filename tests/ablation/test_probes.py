@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import load_config  # noqa: E402
 
 from rnnvision import tasks  # noqa: E402
+from rnnvision.recurrence import TimeLoop  # noqa: E402
+from rnnvision.train import build_task  # noqa: E402
 
 
 def _probe_config(task="copy", length=6, truncation=0, **fields):
@@ -26,7 +28,7 @@ def _probe_config(task="copy", length=6, truncation=0, **fields):
 
 
 def test_copy_batch_layout():
-    task = tasks.build(_probe_config(length=6, **{"train.batch_size": 16}))
+    task = build_task(_probe_config(length=6, **{"train.batch_size": 16}))
     batch = task.train_batch(3, slice(None))
     x, label = batch["x"], batch["label"]
     a = task.num_symbols
@@ -40,7 +42,7 @@ def test_copy_batch_layout():
 
 
 def test_adding_batch_layout():
-    task = tasks.build(_probe_config("adding", length=8, **{"train.batch_size": 32}))
+    task = build_task(_probe_config("adding", length=8, **{"train.batch_size": 32}))
     b = task.train_batch(0, slice(None))
     values, marker = b["x"][..., 0], b["x"][..., 1]
     assert (marker[:, 0] == 1).all() and (marker.sum(1) == 2).all()
@@ -56,12 +58,12 @@ def test_loss_reaches_the_step0_input_iff_k_ge_L(task_name, below, at_or_above):
     """The whole point of the probe's layout: unroll's windows start at step 0, the needed
     input is at step 0 and the loss at step L - 1, so a gradient path exists iff k >= L."""
     length = 6
-    task = tasks.build(_probe_config(task_name, length=length, **{"train.batch_size": 4}))
+    task = build_task(_probe_config(task_name, length=length, **{"train.batch_size": 4}))
     params = task.init_params(jax.random.key(0))
     batch = task.train_batch(0, slice(None))
 
     def input_grad(k):
-        other = task.with_truncation(k)
+        other = tasks.build(task.config, TimeLoop(truncation=k))  # same data, same params
         loss = lambda x: other.loss(params, dict(batch, x=x), None)[0]
         return np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(batch["x"])))
 

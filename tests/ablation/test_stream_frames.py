@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import load_config  # noqa: E402
 
-from rnnvision import tasks  # noqa: E402
+from rnnvision.train import build_task  # noqa: E402
 from rnnvision.ablation import grad_bias  # noqa: E402
 from rnnvision.metrics.gradients import relative_norm_error  # noqa: E402
 
@@ -30,7 +30,7 @@ def _stream_config(truncation=2, k1=0, frames=8, **fields):
 
 @pytest.fixture(scope="module")
 def task():
-    return tasks.build(_stream_config())
+    return build_task(_stream_config())
 
 
 def test_step_s_trains_window_s_mod_W_of_sequence_batch_s_div_W(task):
@@ -53,7 +53,7 @@ def streamed(task):
     """Params, and the W windows of sequence batch 0 streamed: losses, gradients, final stream."""
     params = task.init_params(jax.random.key(1))
     stream = task.init_stream(4)
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, b, s: task.loss(p, b, None, s), has_aux=True))
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, b, s: task.stream_loss(p, b, None, s), has_aux=True))
     losses, grads = [], []
     for j in range(task.windows):
         (loss, (_, stream)), g = grad_fn(params, task.train_batch(j, slice(None)), stream)
@@ -80,26 +80,26 @@ def test_streaming_tbptt_equals_truncated_bptt_over_the_whole_sequence(task, str
 def test_reset_at_start_forgets_the_previous_sequence(task, streamed):
     params, _, _, stream = streamed  # a stream carried to the end of sequence batch 0
     start = task.train_batch(task.windows, slice(None))  # window 0 of sequence batch 1
-    loss_fn = jax.jit(lambda p, b, s: task.loss(p, b, None, s)[0])
+    loss_fn = jax.jit(lambda p, b, s: task.stream_loss(p, b, None, s)[0])
     fresh = float(loss_fn(params, start, task.init_stream(4)))
     assert float(loss_fn(params, start, stream)) == pytest.approx(fresh, rel=1e-6)
     carried = dict(start, start=np.zeros_like(start["start"]))  # not a sequence start
     assert float(loss_fn(params, carried, stream)) != pytest.approx(fresh, rel=1e-6)
-    no_reset = tasks.build(_stream_config(**{"data.reset_at_start": False}))
-    assert float(no_reset.loss(params, start, None, stream)[0]) == pytest.approx(
+    no_reset = build_task(_stream_config(**{"data.reset_at_start": False}))
+    assert float(no_reset.stream_loss(params, start, None, stream)[0]) == pytest.approx(
         float(loss_fn(params, carried, stream)), rel=1e-6)  # the flag off: never reset
 
 
 def test_k1_below_k2_and_bad_windows():
     c = _stream_config(truncation=4, k1=2)
-    t = tasks.build(c)
+    t = build_task(c)
     assert (t.k1, t.k2, t.windows) == (2, 4, 4)
     assert jax.tree.leaves(t.init_stream(4))[0].shape[0] == 4
-    from rnnvision.train.config import ConfigError
+    from rnnvision.config_checks import ConfigError
     with pytest.raises(ConfigError, match="num_frames"):
-        tasks.build(_stream_config(truncation=3))
+        build_task(_stream_config(truncation=3))
     with pytest.raises(ConfigError, match="model.k1"):
-        tasks.build(_stream_config(truncation=2, k1=4))
+        build_task(_stream_config(truncation=2, k1=4))
 
 
 def test_trainer_runs_and_resumes_the_stream(tmp_path):

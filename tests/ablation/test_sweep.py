@@ -10,7 +10,7 @@ import os
 import pytest
 
 from rnnvision.ablation import summary, sweep
-from rnnvision.train.config import ConfigError
+from rnnvision.config_checks import ConfigError
 from rnnvision.train.writer import write_json
 
 

@@ -80,3 +80,19 @@ def test_largest_singular_value_power_iteration_on_random_matrix():
     jitted = jax.jit(lambda m, k: metrics.largest_singular_value(m, num_iters=k))
     assert float(jitted(m, 200)) == pytest.approx(want, rel=1e-4)
     assert float(metrics.largest_singular_value(np.zeros((7, 5)), num_iters=5)) == 0.0
+
+
+def test_recurrent_sigma_max_is_the_largest_gate_block_singular_value():
+    from rnnvision import cells
+    from rnnvision.metrics.gradients import recurrent_matrix, recurrent_sigma_max
+
+    cell = cells.get("lstm", hidden_size=6)
+    params = cell.init(jax.random.key(0), (3,))
+    w_h = np.asarray(params["w_h"]) * np.repeat([0.5, 2.0, 1.0, 3.0], 6)[None, :]  # scale blocks
+    params = dict(params, w_h=jnp.asarray(w_h))
+    want = max(np.linalg.svd(w_h[:, 6 * g:6 * (g + 1)], compute_uv=False)[0] for g in range(4))
+    assert float(recurrent_sigma_max(params)) == pytest.approx(want, rel=1e-4)
+    assert recurrent_matrix({"w_x": params["w_x"]}) is None
+    assert float(recurrent_sigma_max({"w_x": params["w_x"]})) == 0.0
+    huge = dict(params, w_h=jnp.full((6, 24), 3e38, jnp.float32))   # overflows: reported as nan
+    assert np.isnan(float(recurrent_sigma_max(huge)))

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(TESTS, "train"))
 import toy_task  # noqa: E402
 
 from rnnvision.train import config as config_lib, loop  # noqa: E402
-from rnnvision.train.config import ConfigError, set_field  # noqa: E402
+from rnnvision.config_checks import ConfigError, set_field  # noqa: E402
 
 
 def _integer(lo, hi=None):

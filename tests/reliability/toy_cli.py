@@ -60,4 +60,4 @@ if __name__ == "__main__":
         _pause_before_step(int(os.environ["RELIABILITY_PAUSE_AT"]), os.environ["RELIABILITY_GATE"])
     if "RELIABILITY_KILL_IN_SAVE" in os.environ:
         _kill_in_checkpoint_commit(int(os.environ["RELIABILITY_KILL_IN_SAVE"]))
-    cli.main()
+    cli.main("toy_sum")

@@ -15,8 +15,8 @@ from configs import captioning as captioning_config
 from rnnvision.data.mnist import default_mnist_dir
 from rnnvision.metrics.captioning import caption_metrics
 from rnnvision.tasks.captioning import CaptioningTask
-from rnnvision.train import loop
-from rnnvision.train.config import ConfigError, override
+from rnnvision.train import build_task, loop
+from rnnvision.config_checks import ConfigError, override
 
 
 def _config(arg="smoke", **overrides):
@@ -52,27 +52,27 @@ def test_smoke_run_writes_results_figures_and_vocabulary(tmp_path, monkeypatch):
     def no_rebuild(self):
         raise AssertionError("the vocabulary must be loaded from the workdir")
     monkeypatch.setattr(CaptioningTask, "build_vocabulary", no_rebuild)
-    task = CaptioningTask(_config())
+    task = build_task(_config())
     task.attach_workdir(workdir, is_main=True)
     assert task.vocab.words == vocab["words"]
 
 
 def test_vocabulary_path_is_loaded_on_resume(tmp_path):
     config = _config()
-    first = CaptioningTask(config)
+    first = build_task(config)
     first.attach_workdir(str(tmp_path), is_main=True)
     path = tmp_path / "vocab.json"
     data = json.loads(path.read_text())
     data["words"].append("zebra")  # a vocabulary that the data would not build
     path.write_text(json.dumps(data))
-    second = CaptioningTask(config)
+    second = build_task(config)
     second.attach_workdir(str(tmp_path), is_main=True)
     assert second.vocab.words == first.vocab.words + ["zebra"]
     assert second.model.vocab_size == len(first.vocab) + 1
 
 
 def test_train_batches_are_deterministic_teacher_forcing_arrays():
-    task = CaptioningTask(_config())
+    task = build_task(_config())
     a, b = task.train_batch(3, slice(0, 8)), task.train_batch(3, slice(0, 8))
     for key in ("image", "tokens", "mask"):
         np.testing.assert_array_equal(a[key], b[key])
@@ -89,7 +89,7 @@ def test_train_batches_are_deterministic_teacher_forcing_arrays():
 
 def test_long_captions_are_cut_and_counted(caplog):
     """A too-small data.max_length is never silent: a start-up warning and a metric."""
-    task = CaptioningTask(_config(**{"data.max_length": 4}))
+    task = build_task(_config(**{"data.max_length": 4}))
     with caplog.at_level("WARNING"):
         task._warn_long_captions()
     assert "longer than data.max_length=4" in caplog.text
@@ -144,7 +144,7 @@ def test_unknown_variant_lists_the_known_ones():
 ])
 def test_bad_fields_raise_config_errors(field, value, message):
     with pytest.raises(ConfigError, match=message):
-        task = CaptioningTask(_config(**{field: value}))
+        task = build_task(_config(**{field: value}))
         task.init_params(jax.random.key(0))
 
 
@@ -153,7 +153,7 @@ def test_coco_task_under_tfds_mock():
     config = _config("coco,smoke", **{"data.image_size": 32, "data.coco_max_images": 8,
                                        "data.vocab_min_count": 1, "eval.decode": "greedy"})
     with tfds.testing.mock_data(num_examples=8):
-        task = CaptioningTask(config)
+        task = build_task(config)
     params = task.init_params(jax.random.key(0))
     batch = task.train_batch(0, slice(0, 8))
     assert batch["image"].shape == (8, 32, 32, 3) and batch["tokens"].shape == (8, 22)

@@ -10,16 +10,18 @@ import pytest
 from rnnvision import cells
 from rnnvision.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from rnnvision.models.attention import SoftAttention
-from rnnvision.models.captioner import Captioner, beam_search, caption_loss, greedy_search
+from rnnvision.models.captioner import Captioner, caption_loss
+from rnnvision.models.search import SpecialTokens, beam_search, greedy_search
 from rnnvision.models.resnet import ResNetEncoder
 from rnnvision.metrics.attention import box_coverage
 
 VOCAB = 12
+SPECIAL = SpecialTokens(pad=PAD_ID, bos=BOS_ID, eos=EOS_ID)
 
 
 def _model(attention="soft", cell="lstm", score="mlp"):
     encoder = ResNetEncoder(width=8, num_stages=2, blocks_per_stage=1, stem_stride=2, norm="group")
-    return Captioner(encoder, cells.get(cell, hidden_size=16), VOCAB, embed_dim=8,
+    return Captioner(encoder, cells.get(cell, hidden_size=16), VOCAB, SPECIAL, embed_dim=8,
                      attention=attention, attention_dim=8, attention_score=score)
 
 
@@ -162,10 +164,10 @@ def test_beam_search_beats_greedy_on_a_constructed_case():
     table[PAD_ID, PAD_ID] = table[EOS_ID, PAD_ID] = 1.0
     step = _markov_step(table)
     state = jnp.zeros((2, 1))
-    greedy = jax.jit(lambda s: greedy_search(step, s, 2, 5))(state)
+    greedy = jax.jit(lambda s: greedy_search(step, s, 2, 5, SPECIAL))(state)
     np.testing.assert_array_equal(greedy.tokens[0], [3, 5, EOS_ID, PAD_ID, PAD_ID])
     np.testing.assert_allclose(greedy.scores[0], np.log(0.55 * 0.34), rtol=1e-5)
-    beam = jax.jit(lambda s: beam_search(step, s, 1, 5, beam_width=2))(jnp.zeros((2, 1)))
+    beam = jax.jit(lambda s: beam_search(step, s, 1, 5, beam_width=2, special=SPECIAL))(jnp.zeros((2, 1)))
     np.testing.assert_array_equal(beam.tokens[0], [4, EOS_ID, PAD_ID, PAD_ID, PAD_ID])
     np.testing.assert_allclose(beam.scores[0], np.log(0.45), rtol=1e-5)
     assert int(beam.lengths[0]) == 2

@@ -24,9 +24,10 @@ from configs import moving_mnist as mm_config  # noqa: E402
 from rnnvision import cells  # noqa: E402
 from rnnvision.data import MovingMnist  # noqa: E402
 from rnnvision.models.video import FrameCodec, VideoPredictor, patchify, unpatchify  # noqa: E402
-from rnnvision.tasks.moving_mnist import MovingMnistTask, true_frame_probability  # noqa: E402
-from rnnvision.train import loop  # noqa: E402
-from rnnvision.train.config import ConfigError, override  # noqa: E402
+from rnnvision.tasks.moving_mnist import true_frame_probability  # noqa: E402
+from rnnvision.train import build_task, loop  # noqa: E402
+from rnnvision.config_checks import ConfigError, override  # noqa: E402
+from rnnvision.recurrence import TimeLoop  # noqa: E402
 
 B, T, N, CANVAS = 2, 5, 2, 32
 CELLS = {  # frame_input -> (cell name, hyper-parameters)
@@ -129,7 +130,7 @@ def test_separate_forecaster_uses_its_own_weights(videos):
 def test_truncation_cuts_gradients_beyond_k_frames(videos):
     """With truncation=2 the last logits (read from frame T-2 = 3) see frames 2..3 only,
     through the carry and through fed-back predictions alike."""
-    model = _model(truncation=2)
+    model = _model(time_loop=TimeLoop(truncation=2))
     params = model.init(jax.random.key(0))
 
     @functools.partial(jax.jit, static_argnums=1)
@@ -207,7 +208,7 @@ def test_every_variant_builds():
 
 @pytest.mark.parametrize("variant", ["fc_lstm", "row_lstm"])
 def test_other_cell_families_build_as_tasks(variant):
-    task = MovingMnistTask(_smoke(f"{variant},smoke"))
+    task = build_task(_smoke(f"{variant},smoke"))
     params = jax.eval_shape(task.init_params, jax.random.key(0))  # shapes only: no compile
     batch = task.train_batch(0, slice(None))
     loss, metrics = jax.eval_shape(task.loss, params, batch, jax.random.key(0))
@@ -225,7 +226,7 @@ def test_other_cell_families_build_as_tasks(variant):
 ])
 def test_bad_configs_name_the_field(field, value, match):
     with pytest.raises(ConfigError, match=match):
-        MovingMnistTask(_smoke(**{field: value}))
+        build_task(_smoke(**{field: value}))
 
 
 def test_smoke_run_writes_results_and_figures(tmp_path):
@@ -249,7 +250,7 @@ def test_evaluation_on_the_tfds_test_set_under_mock_data():
     config = _smoke(**{"data.eval_set": "tfds", "data.canvas": 64, "data.num_frames": 20,
                        "data.num_context": 10, "eval.num_sequences": 3, "eval.batch_size": 2,
                        "model.patch": 16})  # a 4x4 grid: a cheap model, the data path is tested
-    task = MovingMnistTask(config)
+    task = build_task(config)
     params = task.init_params(jax.random.key(0))
     apply = lambda fn, p, batch: jax.device_get(jax.jit(fn)(p, batch))  # noqa: E731
     with tfds.testing.mock_data(num_examples=3):

@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import toy_task  # noqa: E402
 
-from rnnvision.train import loop, optim, state as state_lib  # noqa: E402
-from rnnvision.train.config import ConfigError  # noqa: E402
+from rnnvision.train import build_task, loop, optim, state as state_lib  # noqa: E402
+from rnnvision.config_checks import ConfigError  # noqa: E402
 from rnnvision.train.step import make_train_step  # noqa: E402
 from rnnvision.train.workdir import ConfigMismatchError  # noqa: E402
 
@@ -31,7 +31,7 @@ def _rows(workdir):
 
 def test_train_step_is_clipped_adam_step():
     config = toy_task.get_config(**{"optim.clip.threshold": 0.05})
-    task = toy_task.ToySumTask(config)
+    task = build_task(config)
     params = task.init_params(jax.random.key(0))
     tx = optim.make_optimizer(config.optim, 10)
     step = jax.jit(make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip)))

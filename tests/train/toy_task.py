@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rnnvision import cells, recurrence, tasks
+from rnnvision import cells, tasks
 from rnnvision.tasks.base import Task
-from rnnvision.train.config import base_config, set_field
+from rnnvision.config_checks import set_field
+from rnnvision.train.config import base_config
 
 STEPS, FEATURES = 6, 3
 
@@ -57,8 +58,8 @@ _inf_grad_if.defvjp(_inf_grad_fwd, _inf_grad_bwd)
 
 
 class ToySumTask(Task):
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, time_loop):
+        super().__init__(config, time_loop)
         self.cell = cells.get(config.model.cell, hidden_size=config.model.hidden_size)
 
     def init_params(self, rng):
@@ -66,8 +67,7 @@ class ToySumTask(Task):
 
     def predict(self, params, batch):
         carry = self.cell.initial_carry(params["cell"], batch["x"][:, 0].shape)
-        _, ys = recurrence.unroll(self.cell, params["cell"], carry, batch["x"],
-                                  truncation=self.config.train.truncation or None)
+        _, ys = self.time_loop.run(self.cell, params["cell"], carry, batch["x"])
         return ys @ params["w"]
 
     def loss(self, params, batch, rng):

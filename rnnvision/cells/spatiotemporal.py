@@ -10,8 +10,8 @@ convolution: "SAME" padding, stride 1), C input channels, F_l layer l's
 features, L layers, k x k the kernel.
 
 This module also holds the PredRNN-V2 memory decoupling term (Wang et al. 2022,
-"PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive Learning",
-Eq. 7), which both cells offer through `step_with_decoupling`.
+"PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive Learning"),
+which both cells offer through `step_with_decoupling`.
 """
 
 from __future__ import annotations

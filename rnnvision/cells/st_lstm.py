@@ -23,7 +23,7 @@ class STLSTMCell(SpatiotemporalStack):
     r"""PredRNN: L stacked spatiotemporal LSTM (ST-LSTM) layers with the zigzag memory M.
 
     Wang, Long, Wang, Gao, Yu (2017), "PredRNN: Recurrent Neural Networks for
-    Predictive Learning using Spatiotemporal LSTMs", Eq. 3. Layer l = 1..L at
+    Predictive Learning using Spatiotemporal LSTMs", the ST-LSTM. Layer l = 1..L at
     step t, with input X^l_t (X^1_t = x_t, X^l_t = H^{l-1}_t above), * a "SAME"
     k x k convolution, ⊙ elementwise, σ the sigmoid, [.,.] channel concatenation:
 

@@ -1,9 +1,9 @@
 """st_lstm (PredRNN) and causal_lstm (PredRNN++): a PyTorch re-implementation, the
 contract, truncation/remat/mask, and PredRNN-V2's decoupling term.
 
-The PyTorch reference below is written from the equations of the papers (PredRNN
-Eq. 3; PredRNN++ Eq. 3-4 as the cells' docstrings state them; PredRNN-V2's
-decoupling loss), one gate at a time with per-gate weights cut from the
+The PyTorch reference below is written from the equations of the papers (PredRNN's
+ST-LSTM; PredRNN++'s Causal LSTM and GHU as the cell's docstring states them;
+PredRNN-V2's decoupling loss), one gate at a time with per-gate weights cut from the
 documented parameter layout, with torch's conv2d on the same weights turned to
 OIHW. It runs in float64; the cells run in float32.
 """
@@ -65,7 +65,7 @@ def _bias(b):
 
 
 def _torch_st_lstm_layer(p, x, c, h, m):
-    """PredRNN Eq. 3; x the layer's input, all (B, C, H, W). Returns (C, H, M, (ΔC, ΔM))."""
+    """PredRNN's ST-LSTM; x the layer's input, all (B, C, H, W). Returns (C, H, M, (ΔC, ΔM))."""
     f, fm = c.shape[1], m.shape[1]
     wx_i, wx_f, wx_g, wx_o, wx_i2, wx_f2, wx_g2 = _cut(p["w_x"], [f] * 4 + [fm] * 3)
     b_i, b_f, b_g, b_o, b_i2, b_f2, b_g2 = map(_bias, _cut(p["b"], [f] * 4 + [fm] * 3))

@@ -6,12 +6,15 @@ some gates with biases of ±30 (σ(30) = 1 and σ(-30) = 0 in float32, to 1e-13)
 What is left is a scalar recurrence written out below, step by step.
 """
 
+import doctest
 import math
 
 import jax
 import numpy as np
+import pytest
 
 from rnnvision import cells
+from rnnvision.cells import causal_lstm, st_lstm
 from rnnvision.testing import prng_key
 
 SAT = 30.0            # a saturating pre-activation
@@ -135,3 +138,10 @@ def test_causal_lstm_cascade_m_reads_the_new_c_and_o_the_new_m():
     m = math.tanh(c)
     np.testing.assert_allclose(carry.c[0], c, atol=1e-6)
     np.testing.assert_allclose(carry.h[0], math.tanh(m) ** 2, atol=1e-6)
+
+
+@pytest.mark.slow  # eager init compiles every initializer on its own: ~20 s on 2 cores
+def test_docstring_examples_run():
+    for module in (st_lstm, causal_lstm):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -111,7 +111,10 @@ class SpatiotemporalStack(Cell):
                              "is hashable: no lists)")
         else:
             check_positive_int(self.features, "features")
-        for k in _pair(self.kernel_size):
+        kernel = _pair(self.kernel_size)
+        if len(kernel) != 2:
+            raise ValueError(f"kernel_size={self.kernel_size!r} must be an int or (kh, kw)")
+        for k in kernel:
             check_positive_int(k, "kernel_size")
         initializer(self.kernel_init, field="kernel_init")
         if not isinstance(self.decoupling, bool):
@@ -135,7 +138,7 @@ class SpatiotemporalStack(Cell):
         return int(input_shape[-1])
 
     def _kernels(self, key: Array, shapes: dict[str, tuple[int, ...]]) -> dict[str, Array]:
-        """One kernel per name, each from its own key; "k" in a shape is the kernel size."""
+        """{name: shape} -> {name: a float32 kernel of that shape}, each from its own key."""
         init = initializer(self.kernel_init, field="kernel_init")
         keys = jax.random.split(key, len(shapes))
         return {name: init(k, shape, jnp.float32) for k, (name, shape) in zip(keys, shapes.items())}

@@ -5,16 +5,19 @@
     carry = cell.initial_carry(params, (batch, input_size))
     carry, y = cell.step(params, carry, x)
 
-Registered: rnn, lstm, gru, conv_lstm, row_lstm. Add one with `register`.
+Registered: rnn, lstm, gru, conv_lstm, row_lstm, st_lstm (PredRNN), causal_lstm
+(PredRNN++). Add one with `register`.
 """
 
 from rnnvision.cells.base import Array, Carry, Cell, Params
+from rnnvision.cells.causal_lstm import CausalLSTMCell
 from rnnvision.cells.conv_lstm import ConvLSTMCell
 from rnnvision.cells.gru import GRUCell
 from rnnvision.cells.lstm import LSTMCarry, LSTMCell
 from rnnvision.cells.registry import get, hparam_names, lookup, names, register
 from rnnvision.cells.rnn import SimpleRNNCell
 from rnnvision.cells.row_lstm import RowLSTMCell
+from rnnvision.cells.st_lstm import STLSTMCell
 from rnnvision.cells.stacked import StackedCell
 
 register("rnn", SimpleRNNCell)
@@ -22,6 +25,8 @@ register("lstm", LSTMCell)
 register("gru", GRUCell)
 register("conv_lstm", ConvLSTMCell)
 register("row_lstm", RowLSTMCell)
+register("st_lstm", STLSTMCell)
+register("causal_lstm", CausalLSTMCell)
 
 
 def stack(name: str, num_layers: int, residual: bool = False, **hparams) -> Cell:
@@ -34,6 +39,6 @@ def stack(name: str, num_layers: int, residual: bool = False, **hparams) -> Cell
                        residual=residual)
 
 
-__all__ = ["Array", "Carry", "Cell", "ConvLSTMCell", "GRUCell", "LSTMCarry", "LSTMCell",
-           "Params", "RowLSTMCell", "SimpleRNNCell", "StackedCell", "get", "hparam_names",
-           "lookup", "names", "register", "stack"]
+__all__ = ["Array", "Carry", "CausalLSTMCell", "Cell", "ConvLSTMCell", "GRUCell", "LSTMCarry",
+           "LSTMCell", "Params", "RowLSTMCell", "STLSTMCell", "SimpleRNNCell", "StackedCell", "get",
+           "hparam_names", "lookup", "names", "register", "stack"]

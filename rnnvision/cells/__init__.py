@@ -5,11 +5,12 @@
     carry = cell.initial_carry(params, (batch, input_size))
     carry, y = cell.step(params, carry, x)
 
-Registered: rnn, lstm, gru, conv_lstm, row_lstm. Add one with `register`.
+Registered: rnn, lstm, gru, conv_lstm, row_lstm, diagonal_bilstm. Add one with `register`.
 """
 
 from rnnvision.cells.base import Array, Carry, Cell, Params
 from rnnvision.cells.conv_lstm import ConvLSTMCell
+from rnnvision.cells.diagonal_bilstm import DiagonalBiLSTMCell
 from rnnvision.cells.gru import GRUCell
 from rnnvision.cells.lstm import LSTMCarry, LSTMCell
 from rnnvision.cells.registry import get, hparam_names, lookup, names, register
@@ -22,6 +23,7 @@ register("lstm", LSTMCell)
 register("gru", GRUCell)
 register("conv_lstm", ConvLSTMCell)
 register("row_lstm", RowLSTMCell)
+register("diagonal_bilstm", DiagonalBiLSTMCell)
 
 
 def stack(name: str, num_layers: int, residual: bool = False, **hparams) -> Cell:
@@ -34,6 +36,6 @@ def stack(name: str, num_layers: int, residual: bool = False, **hparams) -> Cell
                        residual=residual)
 
 
-__all__ = ["Array", "Carry", "Cell", "ConvLSTMCell", "GRUCell", "LSTMCarry", "LSTMCell",
-           "Params", "RowLSTMCell", "SimpleRNNCell", "StackedCell", "get", "hparam_names",
-           "lookup", "names", "register", "stack"]
+__all__ = ["Array", "Carry", "Cell", "ConvLSTMCell", "DiagonalBiLSTMCell", "GRUCell",
+           "LSTMCarry", "LSTMCell", "Params", "RowLSTMCell", "SimpleRNNCell", "StackedCell", "get",
+           "hparam_names", "lookup", "names", "register", "stack"]

@@ -36,5 +36,6 @@ def load_cifar10(split: str, data_dir: str | None = None) -> tuple[np.ndarray, n
     images = np.concatenate([b["image"] for b in batches]).astype(np.uint8)
     labels = np.concatenate([b["label"] for b in batches]).astype(np.int32)
     if images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"load_cifar10: images of shape {images.shape[1:]}; expected {IMAGE_SHAPE}")
+        raise ValueError(f"load_cifar10: images of shape {images.shape[1:]}; "
+                         f"expected {IMAGE_SHAPE}")
     return images, labels

@@ -144,7 +144,7 @@ class PixelRNN:
         for name in ("input_kernel", "row_kernel"):
             if getattr(self, name) % 2 != 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be odd (a centred kernel)")
-        self.cell  # builds (and so checks) the recurrent cell
+        _ = self.cell  # building the cell checks its hyper-parameters too
 
     # -- shapes and pieces ------------------------------------------------------
     @property

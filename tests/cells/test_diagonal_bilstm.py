@@ -81,7 +81,8 @@ def _reference_layer(x, w_x, w_h, b, groups):
                 z = (image[:, i, j] @ (w_x[d] * mask) + b[d] + h[i][j + 1] @ w_h[d][:f]
                      + h[i + 1][j] @ w_h[d][f:])
                 gi, gf, gg, go = torch.split(z, f, dim=-1)
-                c[i + 1][j + 1] = torch.sigmoid(gf) * c[i + 1][j] + torch.sigmoid(gi) * torch.tanh(gg)
+                c[i + 1][j + 1] = (torch.sigmoid(gf) * c[i + 1][j]
+                                   + torch.sigmoid(gi) * torch.tanh(gg))
                 h[i + 1][j + 1] = torch.sigmoid(go) * torch.tanh(c[i + 1][j + 1])
         hd = torch.stack([torch.stack(row[1:], 1) for row in h[1:]], 1)  # (B, H, W, F)
         if d == 1:  # mirror back, then one row down
@@ -104,11 +105,12 @@ def test_layer_matches_a_per_pixel_loop_values_and_gradients(groups, shape):
 
     with jax.enable_x64(True):
         def loss(params, x):
-            return jnp.sum(diagonal_bilstm_layer(cell, params, x, TimeLoop()) * cotangent)
+            out = diagonal_bilstm_layer(cell, params, x, TimeLoop())
+            return jnp.sum(out * cotangent), out
 
         params64 = jax.tree.map(jnp.asarray, params)
-        out = diagonal_bilstm_layer(cell, params64, jnp.asarray(x), TimeLoop())
-        grads = jax.grad(loss, argnums=(0, 1))(params64, jnp.asarray(x))
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            params64, jnp.asarray(x))
 
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     tx = torch.tensor(x, requires_grad=True)

@@ -37,6 +37,12 @@ def test_draw_is_the_inverse_cdf():
     np.testing.assert_array_equal(binary, [1, 1, 0, 0, 0])
 
 
+def test_unknown_method_is_named():
+    model = PixelRNN(image_shape=(2, 2, 1), features=1, head_features=1)
+    with pytest.raises(ValueError, match="method='fast'; allowed"):
+        sample(model, constant_model(model, [0.0]), prng_key(0), 1, method="fast")
+
+
 @pytest.mark.parametrize("method", ["rows", "generic"])
 def test_forced_models_sample_what_they_are_forced_to(method):
     binary = PixelRNN(image_shape=(4, 5, 1), features=2, head_features=2)
@@ -58,8 +64,14 @@ def test_samples_follow_the_distribution():
     assert abs(float(images.mean()) - 0.3) < 0.06  # 576 draws, std 0.019
 
 
-@pytest.mark.parametrize("layer", LAYERS)
-@pytest.mark.parametrize("shape, levels", [((5, 6, 1), 2), ((3, 4, 3), 256)])
+BINARY, RGB = ((5, 6, 1), 2), ((3, 4, 3), 256)
+
+
+# Each layer type and each kind of image by default; all four pairs with -m slow.
+@pytest.mark.parametrize("layer, shape, levels", [
+    ("row_lstm", *BINARY), ("diagonal_bilstm", *RGB),
+    pytest.param("diagonal_bilstm", *BINARY, marks=pytest.mark.slow),
+    pytest.param("row_lstm", *RGB, marks=pytest.mark.slow)])
 def test_incremental_sampler_draws_what_the_generic_one_draws(layer, shape, levels):
     """Same noise, same images: the row-state sampler evaluates the same causal model
     as re-running `logits` on the whole image for every draw."""

@@ -5,13 +5,14 @@
     carry = cell.initial_carry(params, (batch, input_size))
     carry, y = cell.step(params, carry, x)
 
-Registered: rnn, lstm, gru, conv_lstm, row_lstm, st_lstm (PredRNN), causal_lstm
-(PredRNN++). Add one with `register`.
+Registered: rnn, lstm, gru, conv_lstm, row_lstm, diagonal_bilstm (PixelRNN), st_lstm
+(PredRNN), causal_lstm (PredRNN++). Add one with `register`.
 """
 
 from rnnvision.cells.base import Array, Carry, Cell, Params
 from rnnvision.cells.causal_lstm import CausalLSTMCell
 from rnnvision.cells.conv_lstm import ConvLSTMCell
+from rnnvision.cells.diagonal_bilstm import DiagonalBiLSTMCell
 from rnnvision.cells.gru import GRUCell
 from rnnvision.cells.lstm import LSTMCarry, LSTMCell
 from rnnvision.cells.registry import get, hparam_names, lookup, names, register
@@ -25,6 +26,7 @@ register("lstm", LSTMCell)
 register("gru", GRUCell)
 register("conv_lstm", ConvLSTMCell)
 register("row_lstm", RowLSTMCell)
+register("diagonal_bilstm", DiagonalBiLSTMCell)
 register("st_lstm", STLSTMCell)
 register("causal_lstm", CausalLSTMCell)
 
@@ -39,6 +41,7 @@ def stack(name: str, num_layers: int, residual: bool = False, **hparams) -> Cell
                        residual=residual)
 
 
-__all__ = ["Array", "Carry", "CausalLSTMCell", "Cell", "ConvLSTMCell", "GRUCell", "LSTMCarry",
-           "LSTMCell", "Params", "RowLSTMCell", "STLSTMCell", "SimpleRNNCell", "StackedCell", "get",
+__all__ = ["Array", "Carry", "CausalLSTMCell", "Cell", "ConvLSTMCell", "DiagonalBiLSTMCell",
+           "GRUCell", "LSTMCarry", "LSTMCell", "Params", "RowLSTMCell", "STLSTMCell",
+           "SimpleRNNCell", "StackedCell", "get",
            "hparam_names", "lookup", "names", "register", "stack"]

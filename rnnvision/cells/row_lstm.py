@@ -6,25 +6,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnvision.cells.base import Cell, check_positive_int, initializer
 from rnnvision.cells.conv import conv
 from rnnvision.cells.lstm import LSTMCarry, lstm_gates
-
-MASKS = (None, "A", "B")
-
-
-def causal_kernel_mask(kernel_size: int, mask: str | None) -> jax.Array:
-    """(k,) 0/1 taps of a 1-D kernel centred on the current pixel.
-
-    "A": only pixels strictly to the left (a pixel never sees itself);
-    "B": the left pixels and the pixel itself (for layers above the first);
-    None: all taps.
-    """
-    taps = jnp.arange(kernel_size) - kernel_size // 2
-    if mask is None:
-        return jnp.ones((kernel_size,), jnp.float32)
-    return (taps < 0 if mask == "A" else taps <= 0).astype(jnp.float32)
+from rnnvision.cells.masks import check_mask, contiguous_groups, row_kernel_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +28,23 @@ class RowLSTMCell(Cell):
     the left of the current one, so output (r, c) depends only on pixels before
     (r, c) in raster order (rows above through the state; the row's left part
     through K_is): the layer can model pixels autoregressively. `mask="B"` also
-    lets a pixel see itself (for stacked layers above a mask-A layer). The
-    state-to-state kernel is never masked: the whole row above is in the past.
-    With one input channel the channel masks of PixelRNN are not needed; with
-    several, the spatial mask alone is applied (all channels of earlier pixels).
+    lets a pixel see itself (for stacked layers above a mask-A layer).
 
-    Parameters: {"w_x": (k, C, 4F), "w_h": (k, F, 4F), "b": (4F,)}; the mask is
-    applied at every use, so masked taps stay zero whatever the optimizer does.
+    Colour (`channel_groups=G`, 3 for RGB; PixelRNN section 3.4, see
+    rnnvision.cells.masks): the C input channels and the F features of every
+    gate are split into G contiguous groups R, G, B, and the centre tap of K_is
+    connects input group g_in to output group g_out only if g_in < g_out (mask
+    "A") or g_in <= g_out (mask "B"); the left taps connect all groups. The
+    state-to-state kernel K_ss is never masked, in space or in channels: the
+    whole row above, all its colours, is in the past, and the gates act feature
+    by feature, so a group-g feature at pixel p receives p itself only through
+    K_is. With `channel_groups=1` (the default) a pixel's channels are masked
+    together: "A" hides all of them, "B" shows all of them.
+
+    Parameters: {"w_x": (k, C, 4F), "w_h": (k, F, 4F), "b": (4F,)}, gate blocks
+    i, f, g, o of F features each (feature j of a gate in group j * G // F); the
+    mask is applied at every use, so masked taps stay zero whatever the
+    optimizer does. C and F must be multiples of G.
     Carry: LSTMCarry(c, h), each (*batch, W, F). Output: h_r (*batch, W, F).
 
     The plain "rows as time steps" reading (an LSTM whose step input is the
@@ -66,6 +63,7 @@ class RowLSTMCell(Cell):
     features: int = 64
     kernel_size: int = 3
     mask: str | None = None
+    channel_groups: int = 1
     forget_bias: float = 1.0
     kernel_init: str = "lecun_normal"
     recurrent_init: str = "lecun_normal"
@@ -75,8 +73,11 @@ class RowLSTMCell(Cell):
         check_positive_int(self.kernel_size, "kernel_size")
         if self.kernel_size % 2 != 1:
             raise ValueError(f"kernel_size={self.kernel_size} must be odd (a centred 1-D kernel)")
-        if self.mask not in MASKS:
-            raise ValueError(f"mask={self.mask!r}; allowed: {MASKS}")
+        check_mask(self.mask)
+        check_positive_int(self.channel_groups, "channel_groups")
+        if self.features % self.channel_groups:
+            raise ValueError(f"features={self.features} must be a multiple of "
+                             f"channel_groups={self.channel_groups}")
         initializer(self.kernel_init, field="kernel_init")
         initializer(self.recurrent_init, field="recurrent_init")
 
@@ -84,10 +85,13 @@ class RowLSTMCell(Cell):
         if len(input_shape) != 2:
             raise ValueError(f"row_lstm takes rows of shape (W, C); got input_shape={tuple(input_shape)}")
         k, f, c_in = self.kernel_size, self.features, input_shape[-1]
+        if c_in % self.channel_groups:
+            raise ValueError(f"row_lstm with channel_groups={self.channel_groups} needs input "
+                             f"channels in multiples of it; got input_shape={tuple(input_shape)}")
         k_x, k_h = jax.random.split(key)
         w_x = initializer(self.kernel_init, field="kernel_init")(k_x, (k, c_in, 4 * f))
         w_h = initializer(self.recurrent_init, field="recurrent_init")(k_h, (k, f, 4 * f))
-        w_x = w_x * causal_kernel_mask(k, self.mask)[:, None, None]
+        w_x = w_x * self.input_mask(c_in)
         b = jnp.zeros((4 * f,), jnp.float32).at[f:2 * f].set(self.forget_bias)
         return {"w_x": w_x, "w_h": w_h, "b": b}
 
@@ -95,8 +99,15 @@ class RowLSTMCell(Cell):
         zeros = jnp.zeros((*x_shape[:-1], self.features), jnp.float32)
         return LSTMCarry(c=zeros, h=zeros)
 
+    def input_mask(self, in_channels: int) -> jax.Array:
+        """(k, C, 4F) 0/1 mask of K_is: spatial taps and channel groups."""
+        groups = self.channel_groups
+        gate_groups = np.tile(contiguous_groups(self.features, groups), 4)
+        return row_kernel_mask(self.kernel_size, contiguous_groups(in_channels, groups),
+                               gate_groups, self.mask)
+
     def project_inputs(self, params, x):
-        w_x = params["w_x"] * causal_kernel_mask(self.kernel_size, self.mask)[:, None, None]
+        w_x = params["w_x"] * self.input_mask(params["w_x"].shape[1])
         return conv(x, w_x, "SAME", self.dtype) + params["b"]
 
     def step_projected(self, params, carry, px):

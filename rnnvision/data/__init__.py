@@ -1,8 +1,11 @@
-"""Input pipelines: IDX files, synthetic digits, MNIST sources, samplers, Moving MNIST.
+"""Input pipelines: IDX files, synthetic digits, MNIST sources (grey or binarised),
+samplers, Moving MNIST, CIFAR-10.
 
 Pure numpy; TensorFlow Datasets is imported only inside the functions that read TFDS.
 """
 
+from rnnvision.data.binarized_mnist import BinarizedDigits, binarize, binarize_fixed
+from rnnvision.data.cifar10 import load_cifar10
 from rnnvision.data.idx import load_idx_pair, read_idx, write_idx
 from rnnvision.data.mnist import (
     MNIST_DIR_ENV,
@@ -19,6 +22,7 @@ from rnnvision.data.sampler import EpochSampler
 from rnnvision.data.synthetic_digits import make_digit, make_digits
 
 __all__ = [
+    "BinarizedDigits",
     "EpochSampler",
     "MNIST_DIR_ENV",
     "MNIST_SUBSET_EVAL_SLICE",
@@ -27,7 +31,10 @@ __all__ = [
     "MNIST_SUBSET_NAME",
     "MNIST_SUBSET_TRAIN_SLICE",
     "MovingMnist",
+    "binarize",
+    "binarize_fixed",
     "default_mnist_dir",
+    "load_cifar10",
     "load_idx_pair",
     "load_mnist",
     "load_moving_mnist_tfds",

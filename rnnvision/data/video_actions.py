@@ -66,7 +66,7 @@ Video i is a pure function of (seed, i): its draws come from
 indices hold every class once), unless `batch(indices, labels=...)` asks for other
 classes: the draws stay the same, which is how the tests compare pair members.
 
-Speed (numpy only; measured 2026-11-23 on a 2-core CPU that other jobs loaded to a
+Speed (numpy only; measured 2026-12-01 on a 2-core CPU that other jobs loaded to a
 load average of 6-10): a batch of 64 videos of 8-20 frames takes 12-17 ms of CPU time
 on a 48 canvas (30-57 ms wall while the cores were shared) and 23-32 ms on a 64
 canvas. Each digit is drawn only in a window around it (see `VideoActions._render`).

@@ -171,7 +171,8 @@ def test_rotations_turn_the_named_way(pool, videos, name, sign):
     for length, c, c0, angle, scale in zip(v["lengths"], cov, digit_cov, v["angle"], v["scale"]):
         turn = np.diff(angle[:length])
         assert (sign * turn > 0).all() and np.ptp(turn) < 1e-9
-        assert 90.0 <= sign * (angle[length - 1] - angle[0]) <= 180.0
+        assert 90.0 <= sign * (angle[length - 1] - angle[0]) <= 150.0
+        assert abs(angle[0] + angle[length - 1]) / 2 <= 15.0  # Through upright, halfway.
         # The second moments turn with the digit: cov_t = s^2 R(a_t) cov_digit R(a_t)^T.
         a = np.radians(angle[:length])
         rot = np.stack([np.stack([np.cos(a), -np.sin(a)], -1),

@@ -240,7 +240,7 @@ class VideoActions:
         centre, scale, angle = centre[video, frame], scale[video, frame], angle[video, frame]
         reach = scale * (self.ink_radii[ids][video] + 1.0)  # bilinear support: +1 pool px
         sizes = np.minimum(-(-(np.ceil(2 * reach).astype(np.intp) + 2) // 8) * 8, self.canvas)
-        pool = np.pad(self.digits[ids].astype(np.float32) / np.float32(255), ((0, 0), (2, 2), (2, 2)))
+        pool = padded_pool(self.digits[ids])
         pivot = self.centroids[ids][video] + 2.0
         frames = np.zeros((b, t, self.canvas, self.canvas), np.float32)
         for size in np.unique(sizes):
@@ -271,7 +271,7 @@ def _check_sizes(canvas, min_frames, max_frames, spin_frames, seed) -> None:
 
 
 def ink_centroids(digits: np.ndarray) -> np.ndarray:
-    """float64 (N, 2): the (y, x) centre of ink mass of each (N, h, w) image (box centre if blank)."""
+    """float64 (N, 2): the (y, x) centre of ink mass of (N, h, w) images (box centre if blank)."""
     mass = digits.astype(np.float64)
     total = mass.sum(axis=(1, 2))
     h, w = digits.shape[1:]
@@ -348,6 +348,12 @@ def _spin(u, t, canvas, spin_frames, direction):
 
 
 # -- rendering ----------------------------------------------------------------------
+
+
+def padded_pool(digits: np.ndarray) -> np.ndarray:
+    """uint8 (M, h, w) -> float32 (M, h + 4, w + 4) in [0, 1]: `warp_digits`'s pool."""
+    # Division, not multiplication by 1/255: 255 must map to exactly 1.0.
+    return np.pad(digits.astype(np.float32) / np.float32(255), ((0, 0), (2, 2), (2, 2)))
 
 
 def warp_digits(pool: np.ndarray, which: np.ndarray, pivot: np.ndarray, centre: np.ndarray,

@@ -12,7 +12,7 @@ from rnnvision.data import idx
 from rnnvision.data.synthetic_digits import make_digits
 from rnnvision.data.video_actions import (CLASS_NAMES, MEMORY_PAIR, NUM_CLASSES,
                                           REVERSED_PAIRS, VideoActions, ink_centroids,
-                                          reverse_valid, warp_digits)
+                                          padded_pool, reverse_valid, warp_digits)
 
 PER_CLASS = 12
 
@@ -260,7 +260,7 @@ def test_windows_draw_the_same_pixels_as_whole_frames(generator, videos):
     valid = np.arange(20)[None, :] < videos.lengths[:, None]
     video, frame = np.nonzero(valid)
     ids = videos.digit_ids[video]
-    pool = np.pad(generator.digits[ids].astype(np.float32) / np.float32(255), ((0, 0), (2, 2), (2, 2)))
+    pool = padded_pool(generator.digits[ids])
     whole = warp_digits(pool, np.arange(len(ids)), ink_centroids(generator.digits[ids]) + 2.0,
                         videos.centre[video, frame], videos.scale[video, frame],
                         videos.angle[video, frame], np.zeros((len(ids), 2), np.intp), 48)

@@ -14,7 +14,8 @@ import pytest
 
 from rnnvision import cells
 from rnnvision.models.resnet import ResNetEncoder
-from rnnvision.models.video_classifier import (OrderBlindClassifier, RecurrentVideoClassifier,
+from rnnvision.models.video_classifier import (SMALL_FRAME_CNN, FrameEncoder,
+                                               OrderBlindClassifier, RecurrentVideoClassifier,
                                                hold_last_valid, valid_mask)
 from rnnvision.recurrence import TimeLoop
 
@@ -92,6 +93,12 @@ def test_shapes_for_every_kind(params, name):
     assert out.logits.dtype == jnp.float32 and bool(jnp.isfinite(out.per_frame).all())
 
 
+def test_small_frame_cnn_on_48x48_frames():
+    encoder = FrameEncoder(SMALL_FRAME_CNN, feature_size=None)
+    assert encoder.grid_shape((48, 48, 1)) == (3, 3, 32)
+    assert FrameEncoder(SMALL_FRAME_CNN, feature_size=64).step_shape((48, 48, 1)) == (64,)
+
+
 def test_uint8_frames_are_read_as_value_over_255(params):
     frames = np.random.default_rng(3).integers(0, 256, (B, T, S, S, 1)).astype(np.uint8)
     model = _apply("lstm")
@@ -108,7 +115,8 @@ def test_bad_configs_are_named():
     with pytest.raises(ValueError, match="num_classes=1"):
         OrderBlindClassifier(CNN, 1)
     with pytest.raises(ValueError, match="frame_input='grid'.*LSTMCell"):
-        RecurrentVideoClassifier(CNN, lstm, K, frame_input="grid").init(jax.random.key(0), (S, S, 1))
+        RecurrentVideoClassifier(CNN, lstm, K, frame_input="grid").init(jax.random.key(0),
+                                                                        (S, S, 1))
     with pytest.raises(ValueError, match="frame_input='vector'.*ConvLSTMCell"):
         RecurrentVideoClassifier(CNN, cells.get("conv_lstm", features=4), K).init(
             jax.random.key(0), (S, S, 1))

@@ -1,4 +1,5 @@
-"""Input pipelines: IDX files, synthetic digits, MNIST sources, samplers, Moving MNIST.
+"""Input pipelines: IDX files, synthetic digits, MNIST sources, samplers, Moving MNIST,
+video actions (digits doing actions, for video classification) and UCF101.
 
 Pure numpy; TensorFlow Datasets is imported only inside the functions that read TFDS.
 """
@@ -17,6 +18,8 @@ from rnnvision.data.mnist import (
 from rnnvision.data.moving_mnist import MovingMnist, load_moving_mnist_tfds
 from rnnvision.data.sampler import EpochSampler
 from rnnvision.data.synthetic_digits import make_digit, make_digits
+from rnnvision.data.ucf101 import load_ucf101, ucf101_dataset
+from rnnvision.data.video_actions import VideoActions, VideoBatch
 
 __all__ = [
     "EpochSampler",
@@ -27,12 +30,16 @@ __all__ = [
     "MNIST_SUBSET_NAME",
     "MNIST_SUBSET_TRAIN_SLICE",
     "MovingMnist",
+    "VideoActions",
+    "VideoBatch",
     "default_mnist_dir",
     "load_idx_pair",
     "load_mnist",
     "load_moving_mnist_tfds",
+    "load_ucf101",
     "make_digit",
     "make_digits",
     "read_idx",
+    "ucf101_dataset",
     "write_idx",
 ]

@@ -7,6 +7,13 @@ L = lengths[b] a video's own number of frames (frames L..T-1 are padding).
 Every model maps frames (B, T, H, W, C) (float in [0, 1], or uint8 divided by 255)
 and lengths (B,) to `Output(logits (B, K), per_frame (B, T, K))`:
 
+    model = RecurrentVideoClassifier(SMALL_FRAME_CNN, cells.get("lstm", hidden_size=128),
+                                     num_classes=10, time_loop=TimeLoop(truncation=8))
+    params = model.init(key, frame_shape=(48, 48, 1))
+    out = model(params, frames, lengths)      # out.logits (B, K), out.per_frame (B, T, K)
+
+The models:
+
   LRCN (Donahue et al., 2015): `RecurrentVideoClassifier(frame_input="vector")`
     g_t = CNN(x_t)                                   (B, h, w, F), one CNN for all frames
     f_t = relu(W_f vec(g_t) + b_f)                   (B, D), keeps where things are

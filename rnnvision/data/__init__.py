@@ -1,5 +1,6 @@
 """Input pipelines: IDX files, synthetic digits, MNIST sources (grey or binarised),
-samplers, Moving MNIST, CIFAR-10.
+samplers, Moving MNIST, video actions (digits doing actions, for video
+classification), UCF101 and CIFAR-10.
 
 Pure numpy; TensorFlow Datasets is imported only inside the functions that read TFDS.
 """
@@ -20,6 +21,8 @@ from rnnvision.data.mnist import (
 from rnnvision.data.moving_mnist import MovingMnist, load_moving_mnist_tfds
 from rnnvision.data.sampler import EpochSampler
 from rnnvision.data.synthetic_digits import make_digit, make_digits
+from rnnvision.data.ucf101 import load_ucf101, ucf101_dataset
+from rnnvision.data.video_actions import VideoActions, VideoBatch
 
 __all__ = [
     "BinarizedDigits",
@@ -31,6 +34,8 @@ __all__ = [
     "MNIST_SUBSET_NAME",
     "MNIST_SUBSET_TRAIN_SLICE",
     "MovingMnist",
+    "VideoActions",
+    "VideoBatch",
     "binarize",
     "binarize_fixed",
     "default_mnist_dir",
@@ -38,8 +43,10 @@ __all__ = [
     "load_idx_pair",
     "load_mnist",
     "load_moving_mnist_tfds",
+    "load_ucf101",
     "make_digit",
     "make_digits",
     "read_idx",
+    "ucf101_dataset",
     "write_idx",
 ]

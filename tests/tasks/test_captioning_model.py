@@ -177,7 +177,8 @@ def test_an_exhaustive_beam_finds_the_best_caption(soft_model):
                                    model.greedy(p, x, steps)))
     greedy_missed, lengths = 0, set()
     for scale in (1.0, 0.5, 1 / 6):  # smaller: flatter next-word distributions
-        scaled = dict(params, out_logits=dict(params["out_logits"], w=params["out_logits"]["w"] * scale))
+        out_logits = dict(params["out_logits"], w=params["out_logits"]["w"] * scale)
+        scaled = dict(params, out_logits=out_logits)
         beam, greedy = decode(scaled, images)
         for n, image in enumerate(images):
             tokens, score, length = _best_by_enumeration(model, scaled, image, steps)
@@ -221,10 +222,10 @@ def test_beam_search_beats_greedy_on_a_constructed_case():
 
 
 def test_a_finished_hypothesis_keeps_its_length_when_it_changes_slot():
-    # Words: 0 <pad>, 1 <bos>, 2 <eos>, 3 X, 4 Y, 6 W. From <bos>: X 0.6, <eos> 0.4;
-    # X -> Y 0.75; Y -> W 0.8. Width 2: after step 2 the beams are [X Y] (0.45, slot 0)
-    # and [<eos>] (0.4, slot 1); after step 3 [<eos>] (0.4) leads, now in slot 0, over
-    # [X Y W] (0.36). Its length stays 1, whatever slot 0 held before.
+    # Words: 0 <pad>, 1 <bos>, 2 <eos>, 3 X, 4 Y, 5 Z, 6 W. From <bos>: X 0.6, <eos> 0.4;
+    # X -> Y 0.75 (Z 0.25); Y -> W 0.8 (<eos> 0.2). Width 2: after step 2 the beams are
+    # [X Y] (0.45, slot 0) and [<eos>] (0.4, slot 1); after step 3 [<eos>] (0.4) leads,
+    # now in slot 0, over [X Y W] (0.36). Its length stays 1, whatever slot 0 held before.
     table = np.zeros((7, 7))
     table[BOS_ID, [3, EOS_ID]] = [0.6, 0.4]
     table[3, [4, 5]] = [0.75, 0.25]

@@ -46,11 +46,16 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 def initializer(name: str, *, field: str) -> Callable:
-    """Returns the `jax.nn.initializers` function called `name`."""
+    """The `jax.nn.initializers` function called `name`, returning float32 by default.
+
+    Parameters are float32 (the dtype policy above) whatever `jax_enable_x64` says:
+    jax's initializers default to float64 under x64.
+    """
     if name not in _INITIALIZERS:
         raise ValueError(
             f"{field}={name!r} is not a known initializer; allowed: {sorted(_INITIALIZERS)}")
-    return _INITIALIZERS[name]()
+    init = _INITIALIZERS[name]()
+    return lambda key, shape, dtype=jnp.float32: init(key, shape, dtype)
 
 
 def check_positive_int(value: Any, field: str) -> None:

@@ -89,8 +89,11 @@ class RowLSTMCell(Cell):
             raise ValueError(f"row_lstm with channel_groups={self.channel_groups} needs input "
                              f"channels in multiples of it; got input_shape={tuple(input_shape)}")
         k_x, k_h = jax.random.split(key)
-        w_x = initializer(self.kernel_init, field="kernel_init")(k_x, (k, c_in, 4 * f))
-        w_h = initializer(self.recurrent_init, field="recurrent_init")(k_h, (k, f, 4 * f))
+        # float32 whatever jax_enable_x64 says (the initializers' default is float64 then).
+        kernel_init = initializer(self.kernel_init, field="kernel_init")
+        recurrent_init = initializer(self.recurrent_init, field="recurrent_init")
+        w_x = kernel_init(k_x, (k, c_in, 4 * f), jnp.float32)
+        w_h = recurrent_init(k_h, (k, f, 4 * f), jnp.float32)
         w_x = w_x * self.input_mask(c_in)
         b = jnp.zeros((4 * f,), jnp.float32).at[f:2 * f].set(self.forget_bias)
         return {"w_x": w_x, "w_h": w_h, "b": b}

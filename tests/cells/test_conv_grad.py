@@ -40,7 +40,21 @@ def test_values_and_gradients_match_lax(kernel, padding):
     np.testing.assert_allclose(jax.jacfwd(lambda w: ours(x, w).sum())(w),
                                jax.jacfwd(lambda w: _reference(x, w, padding).sum())(w),
                                rtol=1e-4, atol=1e-4)
-    jax.hessian(lambda w: jnp.tanh(ours(x, w)).sum())(w)
+    # Second order in (x, w) together, so the cross terms of the bilinear map count,
+    # against lax's own second derivatives (on a smaller input: the Hessian is dense).
+    x_small = x[(slice(0, 1), *(slice(0, 4),) * len(kernel))]
+    small_pads = explicit_padding(padding, x_small.shape[1:-1], kernel)
+
+    @jax.jit
+    def hessians(x, w):  # one compilation for both
+        return [jax.hessian(lambda x, w: jnp.sin(conv(x, w)).sum(), (0, 1))(x, w) for conv in (
+            lambda x, w: conv_nd(x, w, small_pads, jnp.dtype("float32")),
+            lambda x, w: _reference(x, w, padding))]
+
+    h_ours, h_ref = hessians(x_small, w)
+    for a, b in zip(jax.tree.leaves(h_ours), jax.tree.leaves(h_ref)):
+        assert float(jnp.abs(b).max()) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_backward_convolutions_inside_scan_are_canonical():

@@ -87,7 +87,7 @@ def _fake_run(workdir, status, loss, accuracy, rows):
                                 "clipped": 0.5, "steps_per_second": step / (1.0 + 0.01 * step),
                                 "recurrent_sigma_max": 1.5}) + "\n")
     if status != "incomplete":
-        write_json(os.path.join(workdir, "ablation.json"),
+        write_json(os.path.join(workdir, sweep.STATUS_FILE),
                    {"status": status, "start_step": 0, "wall_seconds": 10.0,
                     "memory": {"peak_bytes": 2**20}})
     if status == "done":

@@ -55,6 +55,20 @@ def differences(old: Mapping, new: Mapping, safe: Sequence[str] = ()) -> list[st
     return lines
 
 
+def axis_spec(axis: Mapping) -> str:
+    """A recorded axis as its --grid flag: "a.b=1,2" or "a.b:c.d=1:x,2:y"."""
+    values = ",".join(":".join(str(v) for v in value) for value in axis["values"])
+    return f"--grid={':'.join(axis['fields'])}={values}"
+
+
+def comparable(entry: Mapping) -> dict[str, Any]:
+    """A grid record as compared on re-runs: axes as --grid flags, points left out (they
+    follow from the axes), everything else as recorded."""
+    out = {k: v for k, v in entry.items() if k not in ("axes", "points")}
+    out["grid"] = " ".join(axis_spec(a) for a in entry.get("axes", []))
+    return out
+
+
 def read(root: str) -> dict[str, Any]:
     path = os.path.join(root, FILE)
     if not os.path.exists(path):
@@ -85,7 +99,7 @@ def check_and_write(root: str, grids: Mapping[str, Mapping], main_metric: str,
     for name, entry in grids.items():
         if name in recorded:
             safe_here = tuple(f"base_config.{s}" for s in safe)
-            lines = differences(recorded[name], entry, safe_here)
+            lines = differences(comparable(recorded[name]), comparable(entry), safe_here)
             if lines:
                 problems.append(f"grid {name!r}:\n" + "\n".join(lines))
     if problems:

@@ -71,7 +71,7 @@ def curves(groups: Sequence[Group], main_metric: str, path: str) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.9), squeeze=False)
     drawn = False
     for ax, (title, key, which) in zip(axes[0], panels):
-        positive = True
+        low, high = math.inf, 0.0
         for group, color in zip(groups, _colors(len(groups))):
             runs = [run_curve(r.train_rows if which == "train" else r.eval_rows, key)
                     for r in group.runs]
@@ -81,9 +81,9 @@ def curves(groups: Sequence[Group], main_metric: str, path: str) -> str | None:
             steps, mean, std = band(runs)
             ax.plot(steps, mean, color=color, lw=1.6, label=f"{group.label} ({len(runs)})")
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-            positive &= bool(np.all(mean - std > 0))
+            low, high = min(low, float(np.min(mean - std))), max(high, float(np.max(mean + std)))
             drawn = True
-        if key == "loss" and positive and drawn:
+        if key == "loss" and drawn and low > 0 and high > 10 * low:  # a decade or more
             ax.set_yscale("log")
         ax.set_title(f"{title}: mean ± std over seeds", fontsize=9)
         ax.set_xlabel("step")

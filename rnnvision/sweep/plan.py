@@ -69,10 +69,12 @@ class Sweep:
                                    self.base.to_dict())
 
 
-def summarize(root: str, main_metric: str = "",
-              title: str = "Sweep summary") -> list[dict[str, Any]]:
+def summarize(root: str, main_metric: str = "", title: str = "") -> list[dict[str, Any]]:
     """DIR/summary.csv, summary.md and figures/ rebuilt from the runs that exist."""
-    main_metric = main_metric or manifest.read(root).get("main_metric") or "loss"
+    recorded = manifest.read(root)
+    main_metric = main_metric or recorded.get("main_metric") or "loss"
+    task = recorded.get("grids", {}).get(GRID_NAME, {}).get("base_config", {}).get("task")
+    title = title or (f"Sweep of {task}" if task else "Sweep summary")
     groups = collect.groups(root)
     paths = figures.write_all(groups, main_metric, os.path.join(root, "figures"))
     return summary.write(root, groups, main_metric, title, figures=paths)
@@ -87,7 +89,7 @@ def run(sweep: Sweep, root: str, *, shard: str = "0/1", log: Callable[[str], Non
         runner.use_compilation_cache(os.path.join(root, "jax_cache"))
     if not only_summary:
         runner.run_shard(sweep.runs, sweep.config_for, root, shard=shard, log=log)
-    return summarize(root, sweep.main_metric, title=f"Sweep of {sweep.base.task}")
+    return summarize(root, sweep.main_metric)
 
 
 def outcome_line(rows: Sequence[dict], root: str) -> str:

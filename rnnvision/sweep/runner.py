@@ -53,7 +53,9 @@ def read_status(workdir: str) -> dict[str, Any]:
 def checkpoint_step(workdir: str) -> int:
     """The step a (re)started run resumes from: its newest checkpoint directory (0: none)."""
     directory = os.path.join(workdir, "checkpoints")
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    if not os.path.isdir(directory):
+        return 0
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
     return max(steps, default=0)
 
 
@@ -123,7 +125,9 @@ def _duration(seconds: float) -> str:
 
 def progress_line(all_runs: Sequence[Run], root: str, mine_done: int, mine_total: int,
                   seconds_per_run: float, last: str) -> str:
-    """"sweep: 5/12 runs finished (4 done, 1 diverged); <last>; shard 2/6, ETA 1 min 3 s"."""
+    """"sweep: 5/12 runs finished (4 done, 1 diverged); <last>; this shard 2/6, ETA 1 min 3 s"
+    (runs finished over the whole sweep, read from the status records of every run; the
+    ETA of this shard's remaining runs at this process's mean time per run)."""
     counts: dict[str, int] = {}
     for run in all_runs:
         status = read_status(run.workdir(root)).get("status")
@@ -142,32 +146,29 @@ def run_shard(all_runs: Sequence[Run], config_for: Callable[[Run], Any], root: s
     """Runs this shard's part of `all_runs` in order, logging the whole sweep's progress.
 
     config_for(run): the run's config; after_run(run): the status hook for that run (or
-    None). Returns the status records of this shard's runs.
+    None). Runs with a final status are skipped (one line says how many). Returns the
+    status records of this shard's runs.
     """
     i, n = parse_shard(shard)
     mine = list(all_runs[i::n])
+    todo = [run for run in mine if read_status(run.workdir(root)).get("status") not in FINAL]
+    log(f"sweep: {len(all_runs)} runs, {len(mine)} in shard {shard}: "
+        f"{len(mine) - len(todo)} finished earlier (skipped), {len(todo)} to run")
     params: dict[str, int] = {}  # per grid point: computed once
-    spent, ran, records = 0.0, 0, []
-    for j, run in enumerate(mine):
-        before = read_status(run.workdir(root))
-        if before.get("status") in FINAL:
-            records.append(before)
-            log(progress_line(all_runs, root, j + 1, len(mine), spent / max(ran, 1) if ran
-                              else math.nan, f"{run.label}: {before['status']} (skipped)"))
-            continue
-        log(f"sweep: starting {run.label} (this shard {j + 1}/{len(mine)})")
+    spent = 0.0
+    for j, run in enumerate(todo):
+        log(f"sweep: starting {run.label} ({j + 1}/{len(todo)} of this shard's runs to go)")
+        before = read_status(run.workdir(root)).get("wall_seconds", 0.0)
         record = run_one(run, config_for(run), root, shard=shard,
                          after_run=after_run(run) if after_run else None,
                          num_params=params.get(run.point.name))
         if "num_params" in record:
             params[run.point.name] = record["num_params"]
-        spent += record["wall_seconds"] - before.get("wall_seconds", 0.0)
-        ran += 1
+        spent += record["wall_seconds"] - before
         outcome = record["status"] + (f" ({record['reason']})" if record.get("reason") else "")
-        log(progress_line(all_runs, root, j + 1, len(mine), spent / ran,
+        log(progress_line(all_runs, root, j + 1, len(todo), spent / (j + 1),
                           f"{run.label}: {outcome} in {_duration(record['wall_seconds'])}"))
-        records.append(record)
-    return records
+    return [read_status(run.workdir(root)) for run in mine]
 
 
 def use_compilation_cache(directory: str) -> None:

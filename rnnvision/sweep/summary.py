@@ -143,16 +143,15 @@ def markdown(rows: Sequence[dict], main_metric: str, keys: Sequence[str],
     counts = lambda r: f"{r['n_seeds']}/{r['runs']}" + "".join(
         f", {r[k]} {k}" for k in ("diverged", "failed", "incomplete") if r[k])
     header = fields + ["n_seeds", f"{main_metric} (mean ± std)", "params", "s / run", "steps/s"]
-    first = [[r.get(f, "") for f in fields] + [counts(r), mean_std(r, main_metric),
-              r["num_params"], r["wall_seconds_mean"], r["steps_per_second_mean"]]
-             for r in rows]
+    params = lambda r: int(r["num_params"]) if math.isfinite(r["num_params"]) else "-"
+    first = [[r.get(f, "") for f in fields] + [counts(r), mean_std(r, main_metric), params(r),
+              r["wall_seconds_mean"], r["steps_per_second_mean"]] for r in rows]
     parts = [markdown_table(header, first)]
     others = [k for k in keys if k != main_metric]
     for i in range(0, len(others), MD_KEYS_PER_TABLE):
         chunk = others[i:i + MD_KEYS_PER_TABLE]
-        parts.append(markdown_table(fields + [f"{k} (mean ± std)" for k in chunk],
-                                    [[r.get(f, "") for f in fields] + [mean_std(r, k) for k in chunk]
-                                     for r in rows]))
+        table = [[r.get(f, "") for f in fields] + [mean_std(r, k) for k in chunk] for r in rows]
+        parts.append(markdown_table(fields + [f"{k} (mean ± std)" for k in chunk], table))
     if failures:
         parts.append("Runs that did not finish:\n\n" + "\n".join(
             f"- `{run}`: {status}: {reason}" for run, status, reason in failures))
@@ -160,7 +159,9 @@ def markdown(rows: Sequence[dict], main_metric: str, keys: Sequence[str],
 
 
 def failures_of(groups: Sequence[Group], root: str) -> list[tuple[str, str, str]]:
-    return [(os.path.relpath(r.workdir, root), r.status, r.reason.splitlines()[0] if r.reason else "")
+    """(run directory relative to `root`, status, first line of the reason) of the runs that
+    diverged or failed."""
+    return [(os.path.relpath(r.workdir, root), r.status, (r.reason.splitlines() or [""])[0])
             for g in groups for r in g.runs if r.status in ("diverged", "bad_config", "error")]
 
 

@@ -94,7 +94,7 @@ def read_run(workdir: str) -> RunData:
         record=record, config=read_json(os.path.join(workdir, "config.json")),
         wall_seconds=float(record.get("wall_seconds", math.nan)),
         steps_per_second=sps if math.isfinite(sps) else math.nan,
-        num_params=float(record.get("num_params", math.nan)))
+        num_params=float(record.get("num_params") or math.nan))
 
 
 def seed_dirs(point_dir: str) -> list[str]:

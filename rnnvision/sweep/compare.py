@@ -22,7 +22,7 @@ from rnnvision.sweep.manifest import flatten
 
 MAX_FIELDS = 8
 # Config fields that never explain a difference in results.
-IGNORED = ("seed", "train.progress", "train.force_resume", "distributed.")
+IGNORED = ("seed", "train.progress", "train.force_resume", "eval.main_metric", "distributed.")
 
 
 def _ignored(field: str) -> bool:

@@ -66,6 +66,16 @@ def parameter_count(config) -> int:
     return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(shapes)))
 
 
+def _count(config) -> int | None:
+    """parameter_count, or None (with a warning) when it fails: a statistic, never a reason
+    to stop the sweep."""
+    try:
+        return parameter_count(config)
+    except Exception as e:  # noqa: BLE001
+        logging.warning("counting the parameters of %s failed: %s", config.task, e)
+        return None
+
+
 def _train(config, workdir: str) -> dict[str, Any]:
     """loop.run, its outcome as status fields; re-raises what must stop the sweep."""
     try:
@@ -107,7 +117,7 @@ def run_one(run: Run, config, root: str, *, shard: str = "0/1",
         raise
     record["wall_seconds"] = spent + time.perf_counter() - t0
     if record["status"] in ("done", "diverged"):
-        record["num_params"] = num_params if num_params is not None else parameter_count(config)
+        record["num_params"] = num_params if num_params is not None else _count(config)
         if after_run is not None:
             record.update(after_run(config, workdir, record))
     write_json(os.path.join(workdir, STATUS_FILE), record)
@@ -162,7 +172,7 @@ def run_shard(all_runs: Sequence[Run], config_for: Callable[[Run], Any], root: s
         record = run_one(run, config_for(run), root, shard=shard,
                          after_run=after_run(run) if after_run else None,
                          num_params=params.get(run.point.name))
-        if "num_params" in record:
+        if record.get("num_params") is not None:
             params[run.point.name] = record["num_params"]
         spent += record["wall_seconds"] - before
         outcome = record["status"] + (f" ({record['reason']})" if record.get("reason") else "")

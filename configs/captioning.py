@@ -109,6 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.beam_width = 3             # beam search: hypotheses kept per image
     c.eval.length_penalty = 0.0       # beam search: score / ((5 + len) / 6)**penalty; 0 = raw log-prob
     c.eval.num_figures = 16           # evaluation images in the figures
+    c.eval.main_metric = "bleu4"      # results.json entry sweeps and comparisons rank by
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 

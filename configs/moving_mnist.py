@@ -105,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.num_sequences = 1000       # size of the fixed evaluation set (0 = all of TFDS test)
     c.eval.num_figure_sequences = 4   # sequences shown in the figures
     c.eval.mean_frame_sequences = 256 # training sequences averaged for the mean-frame baseline
+    c.eval.main_metric = "mse"        # results.json entry sweeps and comparisons rank by
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 

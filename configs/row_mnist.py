@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.clip.method = "global_norm"
     c.optim.clip.threshold = 1.0
     c.eval.batch_size = 500
+    c.eval.main_metric = "accuracy"   # results.json entry sweeps and comparisons rank by
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 

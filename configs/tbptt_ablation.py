@@ -4,7 +4,9 @@ Command (the default: the 20-minute CPU sweep behind the README's results):
   python -m experiments.tbptt_ablation --config=configs/tbptt_ablation.py --workdir=/tmp/tbptt
 
 Writes DIR/summary.csv, DIR/summary.md, DIR/figures/*.png, DIR/grad_bias/*.csv,
-DIR/memory.csv and one normal workdir per sub-run in DIR/runs/<setting>/seed<i>.
+DIR/memory.csv and one normal workdir per sub-run in DIR/runs/<setting>/seed<i>. Each
+study is a grid of rnnvision.sweep over train.truncation and optim.clip.method/threshold
+with seeds (DIR/sweep.json records them; a changed study in an existing DIR is refused).
 Re-running the command continues an interrupted sweep. Shard over processes or
 machines with --config.sweep.shard=i/n (each shard runs its part and rebuilds the
 summary from what exists), then run once with --config.sweep.stage=report for the

@@ -5,7 +5,7 @@ units of one layer do not import each other):
 
     config_checks -> cells -> fused -> recurrence
       -> {metrics, data, models, viz, nn, interop, testing}
-      -> tasks -> train -> {ablation, sweep} -> the package root (rnnvision/__init__.py)
+      -> tasks -> train -> sweep -> ablation -> the package root (rnnvision/__init__.py)
 
 Every `import` / `from ... import` statement counts, wherever it stands (function-local
 imports and `if TYPE_CHECKING:` blocks included): a hidden import is still a wire. Read
@@ -32,7 +32,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics", "data", "models", "viz", "nn", "interop", "testing"),
     ("tasks",),
     ("train",),
-    ("ablation", "sweep"),
+    ("sweep",),
+    ("ablation",),
     ("",),  # the package root, rnnvision/__init__.py
 ]
 LEVEL = {unit: i for i, units in enumerate(LAYERS) for unit in units}

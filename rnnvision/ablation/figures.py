@@ -1,4 +1,4 @@
-r"""The sweep's figures, in DIR/figures/, from whatever sub-workdirs and analyses exist.
+r"""The ablation's figures, in DIR/figures/, from whatever runs and analyses exist.
 
   curves_<study>.png       training loss (and the study's metric) vs step: a panel per
                            clipping setting, a line per truncation k (mean over seeds)
@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rnnvision.ablation import grid, summary  # noqa: E402
+from rnnvision.sweep.collect import seed_dirs  # noqa: E402
+from rnnvision.sweep.figures import save  # noqa: E402
 
 
 def _k_order(label: str) -> float:
@@ -60,26 +62,16 @@ def _plot_runs(ax, runs: list[dict], key: str, color, label: str) -> bool:
 
 
 def _study_runs(config, root: str, study: str) -> dict:
-    """{setting: [collected runs]} for the study's settings that have sub-workdirs."""
+    """{setting: [collected runs]} for the study's settings that have run directories."""
     out = {}
     for setting in grid.settings(config):
         if setting.study != study:
             continue
-        base = os.path.join(root, "runs", setting.name)
-        if not os.path.isdir(base):
-            continue
-        runs = [summary.collect_run(os.path.join(base, d)) for d in sorted(os.listdir(base))
-                if d.startswith("seed")]
+        runs = [summary.collect_run(d)
+                for d in seed_dirs(os.path.join(root, "runs", setting.name))]
         if runs:
             out[setting] = runs
     return out
-
-
-def _save(fig, path: str) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def learning_curves(study: str, runs: dict, metric: str, path: str) -> str:
@@ -102,7 +94,7 @@ def learning_curves(study: str, runs: dict, metric: str, path: str) -> str:
             if key == "loss":
                 axes[i, j].set_yscale("log")
         axes[0, j].legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def final_vs_k(study: str, runs: dict, metric: str, path: str) -> str:
@@ -134,7 +126,7 @@ def final_vs_k(study: str, runs: dict, metric: str, path: str) -> str:
     ax.set_title(f"{study}: final {metric} vs k", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grad_norms(study: str, runs: dict, path: str) -> str:
@@ -153,7 +145,7 @@ def grad_norms(study: str, runs: dict, path: str) -> str:
     ax.set_title(f"{study}: gradient-norm distribution per setting", fontsize=10)
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def sigma_max(study: str, runs: dict, path: str) -> str | None:
@@ -174,7 +166,7 @@ def sigma_max(study: str, runs: dict, path: str) -> str | None:
                  "(> 1: gradients tend to explode, < 1: to vanish)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grad_bias_figure(root: str, path: str) -> str | None:
@@ -215,7 +207,7 @@ def grad_bias_figure(root: str, path: str) -> str | None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     axes[2].legend(fontsize=6)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def memory_figure(root: str, path: str) -> str | None:
@@ -235,7 +227,7 @@ def memory_figure(root: str, path: str) -> str | None:
     ax.set_title("compiled memory: full BPTT vs truncation vs remat", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def write_all(config, root: str) -> list[str]:

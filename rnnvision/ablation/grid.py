@@ -1,22 +1,29 @@
-"""The ablation's grid: studies x truncation k x clipping x seeds, as normal run configs.
+"""The ablation's studies as sweep grids: truncation k x clipping x seeds of normal runs.
 
-A setting is (study, k, clip); its name is `<study>-k<k|full>-<method>[_<threshold>]`,
-e.g. `copy-k8-global_norm_1`; a run is a setting and a seed, in DIR/runs/<setting>/seed<i>.
+Each study is a grid of `rnnvision.sweep` over two axes of its run config,
+`train.truncation` (0 = full BPTT) and `optim.clip.method:optim.clip.threshold` set
+together, with `study.seeds` seeds. A setting is one grid point; its name is
+`<study>-k<k|full>-<method>[_<threshold>]`, e.g. `copy-k8-global_norm_1`; a run is a
+setting and a seed index, in DIR/runs/<setting>/seed<i>, whose config is the study's
+`run` with the setting's values and `seed = run.seed + i` (sweep.grid.run_config).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import ml_collections
 
 from rnnvision.config_checks import ConfigError
+from rnnvision.sweep import grid as sweep_grid
+from rnnvision.sweep import manifest, runner
 from rnnvision.train import config as config_lib
 
-STATUS_FILE = "ablation.json"
+STATUS_FILE = runner.STATUS_FILE
+read_status = runner.read_status
+TRUNCATION = "train.truncation"
+CLIP_FIELDS = ("optim.clip.method", "optim.clip.threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,17 +47,24 @@ class Setting:
     def name(self) -> str:
         return f"{self.study}-k{self.k_label}-{self.clip_label}"
 
+    @property
+    def values(self) -> tuple[tuple[str, Any], ...]:
+        """The config fields this grid point sets (no threshold when not clipping)."""
+        clip = ((CLIP_FIELDS[0], self.clip_method),) if self.clip_method == "none" else tuple(
+            zip(CLIP_FIELDS, (self.clip_method, self.clip_threshold)))
+        return ((TRUNCATION, self.truncation),) + clip
+
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    setting: Setting
-    seed: int
+class Run(sweep_grid.Run):
+    """A sweep run whose point is a Setting."""
 
-    def workdir(self, root: str) -> str:
-        return os.path.join(root, "runs", self.setting.name, f"seed{self.seed}")
+    @property
+    def setting(self) -> Setting:
+        return self.point
 
 
-# -- grid -------------------------------------------------------------------------------
+# -- parsing the study fields --------------------------------------------------------------
 
 def parse_truncations(text: str) -> list[int]:
     """"1,2,8,full" -> [1, 2, 8, 0] (0 = full BPTT)."""
@@ -87,55 +101,56 @@ def parse_clips(text: str) -> list[tuple[str, float]]:
     return out
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """"i/n" -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(v) for v in str(text).split("/"))
-    except ValueError:
-        i, n = -1, 0
-    if not 0 <= i < n:
-        raise ConfigError("sweep.shard", text, "'i/n' with 0 <= i < n, e.g. 0/4")
-    return i, n
+# -- the grid ---------------------------------------------------------------------------------
+
+def study_names(config) -> list[str]:
+    names = [s.strip() for s in config.sweep.studies.split(",")]
+    for name in names:
+        if name not in config.studies:
+            raise ConfigError("sweep.studies", config.sweep.studies,
+                              f"names from config.studies: {sorted(config.studies)}")
+    return names
+
+
+def study_axes(study) -> list[sweep_grid.Axis]:
+    """The study's two sweep axes: truncation k, and (clip method, threshold) together."""
+    ks = tuple((k,) for k in parse_truncations(study.truncations))
+    return [sweep_grid.Axis((TRUNCATION,), ks),
+            sweep_grid.Axis(CLIP_FIELDS, tuple(parse_clips(study.clips)))]
+
+
+def study_settings(config, name: str) -> list[Setting]:
+    """The study's grid points (k, then clip), as Settings."""
+    return [Setting(name, k, method, threshold)
+            for (_, k), (_, method), (_, threshold)
+            in sweep_grid.product(study_axes(config.studies[name]))]
 
 
 def settings(config) -> list[Setting]:
-    """Every setting of every study, in config order (study, then k, then clip)."""
-    out = []
-    for study in config.sweep.studies.split(","):
-        study = study.strip()
-        if study not in config.studies:
-            raise ConfigError("sweep.studies", config.sweep.studies,
-                                         f"names from config.studies: {sorted(config.studies)}")
-        s = config.studies[study]
-        for k in parse_truncations(s.truncations):
-            for method, threshold in parse_clips(s.clips):
-                out.append(Setting(study, k, method, threshold))
-    return out
+    """Every setting of every selected study, in config order (study, then k, then clip)."""
+    return [s for name in study_names(config) for s in study_settings(config, name)]
 
 
 def expand(config) -> list[Run]:
-    """All sub-runs: settings x seeds (seed index 0..study.seeds-1)."""
-    runs = []
-    for setting in settings(config):
-        runs.extend(Run(setting, seed) for seed in range(config.studies[setting.study].seeds))
-    return runs
+    """All runs: settings x seeds (seed index 0..study.seeds-1)."""
+    return [Run(run.point, run.seed) for name in study_names(config)
+            for run in sweep_grid.expand(study_settings(config, name), config.studies[name].seeds)]
+
+
+def parse_shard(text: str, field: str = "sweep.shard") -> tuple[int, int]:
+    """"i/n" -> (i, n) with 0 <= i < n (ConfigError naming `sweep.shard` otherwise)."""
+    return sweep_grid.parse_shard(text, field)
 
 
 def shard(runs: list[Run], spec: str) -> list[Run]:
-    i, n = parse_shard(spec)
-    return runs[i::n]
+    return sweep_grid.shard(runs, spec, field="sweep.shard")
 
 
 def run_config(config, run: Run) -> ml_collections.ConfigDict:
-    """The rnnvision run config of one sub-run: the study's `run` with k, clip and seed set."""
-    base = config.studies[run.setting.study].run
-    c = ml_collections.ConfigDict(base.to_dict())
-    c.seed = base.seed + run.seed
-    c.train.truncation = run.setting.truncation
-    c.optim.clip.method = run.setting.clip_method
-    if run.setting.clip_method != "none":
-        c.optim.clip.threshold = run.setting.clip_threshold
-    if config.studies[run.setting.study].get("equal_data", False):
+    """The rnnvision run config of one run: the study's `run` with k, clip and seed set."""
+    study = config.studies[run.setting.study]
+    c = sweep_grid.run_config(study.run, run.setting.values, run.seed)
+    if study.get("equal_data", False):
         # Streaming tasks: train.num_steps counts sequence batches; every k sees as many
         # frames (an update per k1 frames: T / k1 updates per sequence batch).
         k1 = c.model.get("k1", 0) or run.setting.truncation or c.data.num_frames
@@ -143,23 +158,25 @@ def run_config(config, run: Run) -> ml_collections.ConfigDict:
         c.train.num_steps *= factor
         c.train.log_every *= factor
         c.train.checkpoint_every *= factor
-    c.lock()
     return c
 
 
-def read_status(workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, STATUS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+def manifest_entries(config) -> dict[str, dict]:
+    """DIR/sweep.json's record of each selected study's grid (checked on every re-run):
+    its axes, seeds, settings and run config, and whether steps scale with k."""
+    out = {}
+    for name in study_names(config):
+        study = config.studies[name]
+        out[name] = manifest.grid_entry(study_axes(study), study.seeds, (),
+                                        study_settings(config, name), study.run.to_dict())
+        out[name]["equal_data"] = bool(study.get("equal_data", False))
+    return out
 
 
 def grad_bias_run(config) -> Run | None:
-    """The sub-run whose checkpoints the gradient-bias analysis reads (config.grad_bias)."""
+    """The run whose checkpoints the gradient-bias analysis reads (config.grad_bias)."""
     gb = config.grad_bias
     if not gb.study:
         return None
     method, threshold = parse_clips(gb.clip or config.studies[gb.study].clips)[0]
     return Run(Setting(gb.study, parse_truncations(gb.truncation)[0], method, threshold), gb.seed)
-

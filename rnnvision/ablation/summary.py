@@ -1,17 +1,19 @@
-r"""summary.csv and summary.md: one row per setting, rebuilt from whatever sub-workdirs exist.
+r"""summary.csv and summary.md: one row per setting, rebuilt from whatever runs exist.
 
 Per setting (over its seeds): final evaluation loss and the study's metric (mean and
 standard deviation over the runs that finished), steps to reach the study's target
 (checked on the logged training rows), wall time per step (excluding compilation),
 compiled peak memory of the gradient step, fraction of steps clipped, median gradient
 norm, final largest singular value of the recurrent kernel, and how many runs
-finished, diverged (non-finite loss or gradient) or are incomplete.
+finished, diverged (non-finite loss or gradient), failed or are incomplete. Each row
+also holds the sweep summary's columns (rnnvision/sweep/summary.py: the grid values,
+n_seeds, every results number's mean/std/min/max, parameters, timing); the
+statistics over seeds are the sweep's (population std, ddof=0).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -20,20 +22,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from rnnvision.ablation import grid
-from rnnvision.train.writer import read_jsonl
+from rnnvision.sweep import collect as sweep_collect
+from rnnvision.sweep import summary as sweep_summary
+from rnnvision.sweep.io import write_text
 
 _TARGET = re.compile(r"^\s*([\w/]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
 def write_csv(path: str, rows: Sequence[dict]) -> None:
     """Rows (dicts) as CSV with the union of their keys as columns, in first-seen order."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(path, sweep_summary.csv_text(rows))
 
 
 def read_csv(path: str) -> list[dict[str, str]]:
@@ -53,14 +51,8 @@ def parse_target(text: str) -> tuple[str, str, float] | None:
     return match.group(1), match.group(2), float(match.group(3))
 
 
-def _load_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def _number(value) -> float:
+    """A logged value or a CSV cell as a float (nan when it is none)."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -68,11 +60,6 @@ def _number(value) -> float:
 
 
 # -- one run ------------------------------------------------------------------------------
-
-def train_rows(metrics: list[dict]) -> list[dict]:
-    """The training rows of a metrics.jsonl (those with a loss; eval rows hold eval/...)."""
-    return [r for r in metrics if "loss" in r]
-
 
 def steps_to_target(rows: list[dict], target) -> float:
     """First logged step whose value meets the target (nan if never)."""
@@ -86,44 +73,30 @@ def steps_to_target(rows: list[dict], target) -> float:
     return math.nan
 
 
-def seconds_per_step(rows: list[dict], start_step: int = 0) -> float:
-    """Training time per step after the first logged row (so compilation is excluded).
-
-    A row's `steps_per_second` is the mean since the (last) start of the process at
-    `start_step`, so elapsed_i = (step_i - start_step) / sps_i.
-    """
-    rows = [r for r in rows if r["step"] > start_step and _number(r.get("steps_per_second")) > 0]
-    if len(rows) < 2:  # one row: its mean includes compilation
-        return 1.0 / rows[0]["steps_per_second"] if rows else math.nan
-    elapsed = [(r["step"] - start_step) / r["steps_per_second"] for r in rows]
-    return (elapsed[-1] - elapsed[0]) / (rows[-1]["step"] - rows[0]["step"])
-
-
 def collect_run(workdir: str, target=None) -> dict[str, Any]:
-    """What the summary needs from one sub-workdir."""
-    status = _load_json(os.path.join(workdir, "ablation.json"))
-    results = _load_json(os.path.join(workdir, "results.json"))
-    rows = train_rows(read_jsonl(os.path.join(workdir, "metrics.jsonl")))
-    history = status.get("sigma_max_history") or []
+    """What the summary and figures need from one run directory (read by the sweep's
+    collect.read_run), with the sigma_max history merged into the training rows."""
+    run = sweep_collect.read_run(workdir)
+    rows, results, record = list(run.train_rows), dict(run.results), run.record
+    history = record.get("sigma_max_history") or []
     if history and not any("recurrent_sigma_max" in r for r in rows):
         # a task that does not log it: the sweep measured it at the checkpoints
         rows += [{"step": step, "recurrent_sigma_max": value} for step, value in history]
         rows.sort(key=lambda r: r["step"])
         results = dict(results, recurrent_sigma_max=history[-1][1]) if results else results
-    state = status.get("status") or ("done" if results else "incomplete")
     finite = [r for r in rows if math.isfinite(_number(r.get("loss")))]
     sigma = _number(results.get("recurrent_sigma_max",
                                 finite[-1].get("recurrent_sigma_max") if finite else None))
     return {
-        "status": state, "results": results, "rows": rows,
+        "status": run.status, "results": results, "rows": rows, "run": run,
         "steps_to_target": steps_to_target(rows, target),
-        "seconds_per_step": seconds_per_step(rows, status.get("start_step", 0)),
+        "seconds_per_step": sweep_collect.seconds_per_step(rows, record.get("start_step", 0)),
         "clipped": float(np.mean([_number(r.get("clipped")) for r in finite])) if finite else math.nan,
         "grad_norms": [_number(r.get("grad_norm")) for r in rows],
         "sigma_max": sigma,
-        "peak_bytes": _number(status.get("memory", {}).get("peak_bytes")),
-        "diverged_step": status.get("diverged_step"),
-        "wall_seconds": _number(status.get("wall_seconds")),
+        "peak_bytes": _number(record.get("memory", {}).get("peak_bytes")),
+        "diverged_step": record.get("diverged_step"),
+        "wall_seconds": _number(record.get("wall_seconds")),
     }
 
 
@@ -134,48 +107,52 @@ def _median(values) -> float:
     return float(np.median(values)) if values else math.nan
 
 
-def _mean_std(values) -> tuple[float, float]:
+def _mean_finite(values) -> float:
     values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan
-    return float(np.mean(values)), float(np.std(values))
+    return float(np.mean(values)) if values else math.nan
+
+
+def _row(setting, study, runs: list[dict]) -> dict[str, Any]:
+    """The ablation's columns of one setting, then the sweep summary's."""
+    done = [r for r in runs if r["status"] == "done"]
+    metric = study.metric
+    loss = sweep_summary.statistics([r["results"]["loss"] for r in done if "loss" in r["results"]])
+    met = sweep_summary.statistics([r["results"][metric] for r in done if metric in r["results"]])
+    reached = [r["steps_to_target"] for r in done if math.isfinite(r["steps_to_target"])]
+    peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] > 0]
+    row = {
+        "study": setting.study, "setting": setting.name, "task": study.run.task,
+        "cell": study.run.model.cell, "k": setting.k_label, "clip": setting.clip_label,
+        "seeds": len(runs), "done": len(done),
+        "diverged": sum(r["status"] == "diverged" for r in runs),
+        "failed": sum(r["status"] in ("bad_config", "error") for r in runs),
+        "incomplete": sum(r["status"] == "incomplete" for r in runs),
+        "final_loss_mean": loss["mean"], "final_loss_std": loss["std"],
+        "metric": metric, "final_metric_mean": met["mean"], "final_metric_std": met["std"],
+        "target": study.target, "reached_target": len(reached),
+        "steps_to_target_mean": float(np.mean(reached)) if reached else math.nan,
+        "ms_per_step": 1e3 * _median([r["seconds_per_step"] for r in runs]),
+        "peak_mib": (max(peaks) / 2**20) if peaks else math.nan,
+        "clipped_fraction": _mean_finite([r["clipped"] for r in runs]),
+        "grad_norm_median": _median([v for r in runs for v in r["grad_norms"]]),
+        "sigma_max_final": _mean_finite([r["sigma_max"] for r in done]),
+        "wall_seconds_mean": _mean_finite([r["wall_seconds"] for r in runs]),
+    }
+    group = sweep_collect.Group(setting.name, dict(setting.values), [r["run"] for r in runs])
+    common = sweep_summary.aggregate(group, metric)
+    return {**row, **{k: v for k, v in common.items() if k not in row}}
 
 
 def collect(config, root: str) -> list[dict[str, Any]]:
-    """One row per setting of the config's grid that has at least one sub-workdir."""
+    """One row per setting of the config's grid that has at least one run directory."""
     out = []
     for setting in grid.settings(config):
         study = config.studies[setting.study]
         target = parse_target(study.target)
-        base = os.path.join(root, "runs", setting.name)
-        seeds = sorted(d for d in os.listdir(base) if d.startswith("seed")) if os.path.isdir(
-            base) else []
-        runs = [collect_run(os.path.join(base, d), target) for d in seeds]
-        if not runs:
-            continue
-        done = [r for r in runs if r["status"] == "done"]
-        metric = study.metric
-        loss_m, loss_s = _mean_std([_number(r["results"].get("loss")) for r in done])
-        met_m, met_s = _mean_std([_number(r["results"].get(metric)) for r in done])
-        reached = [r["steps_to_target"] for r in done if math.isfinite(r["steps_to_target"])]
-        peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] > 0]
-        out.append({
-            "study": setting.study, "setting": setting.name, "task": study.run.task,
-            "cell": study.run.model.cell, "k": setting.k_label, "clip": setting.clip_label,
-            "seeds": len(runs), "done": len(done),
-            "diverged": sum(r["status"] == "diverged" for r in runs),
-            "incomplete": sum(r["status"] == "incomplete" for r in runs),
-            "final_loss_mean": loss_m, "final_loss_std": loss_s,
-            "metric": metric, "final_metric_mean": met_m, "final_metric_std": met_s,
-            "target": study.target, "reached_target": len(reached),
-            "steps_to_target_mean": float(np.mean(reached)) if reached else math.nan,
-            "ms_per_step": 1e3 * _median([r["seconds_per_step"] for r in runs]),
-            "peak_mib": (max(peaks) / 2**20) if peaks else math.nan,
-            "clipped_fraction": _mean_std([r["clipped"] for r in runs])[0],
-            "grad_norm_median": _median([v for r in runs for v in r["grad_norms"]]),
-            "sigma_max_final": _mean_std([r["sigma_max"] for r in done])[0],
-            "wall_seconds_mean": _mean_std([r["wall_seconds"] for r in runs])[0],
-        })
+        runs = [collect_run(d, target) for d in
+                sweep_collect.seed_dirs(os.path.join(root, "runs", setting.name))]
+        if runs:
+            out.append(_row(setting, study, runs))
     return out
 
 
@@ -215,7 +192,8 @@ def settings_markdown(rows: list[dict]) -> str:
                   f"{_fmt(r['steps_to_target_mean'])} ({r['reached_target']}/{r['done']})",
                   r["ms_per_step"], r["peak_mib"], r["clipped_fraction"], r["sigma_max_final"],
                   f"{r['diverged']}/{r['seeds']}",
-                  f"{r['done']} done" + (f", {r['incomplete']} running" if r["incomplete"] else "")]
+                  f"{r['done']} done" + (f", {r['failed']} failed" if r["failed"] else "")
+                  + (f", {r['incomplete']} running" if r["incomplete"] else "")]
                  for r in sub]
         parts.append(f"### Study `{study}` (task {sub[0]['task']}, cell {sub[0]['cell']})\n\n"
                      + markdown_table(header, table))
@@ -277,6 +255,5 @@ def write(config, root: str) -> list[dict[str, Any]]:
         sections += ["\n## Memory\n", mem]
     if figures:
         sections += ["\n## Figures\n", "\n".join(f"- [figures/{f}](figures/{f})" for f in figures)]
-    with open(os.path.join(root, "summary.md"), "w") as f:
-        f.write("\n".join(sections) + "\n")
+    write_text(os.path.join(root, "summary.md"), "\n".join(sections) + "\n")
     return rows

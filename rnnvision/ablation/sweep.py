@@ -1,20 +1,22 @@
-r"""The sweep: studies x truncation k x clipping x seeds, each a normal rnnvision run.
+r"""The ablation command: its studies' grids run by `rnnvision.sweep`, then the analyses.
 
+    DIR/sweep.json                  every study's grid and run config (checked on re-runs)
     DIR/runs/<setting>/seed<i>/     a normal workdir (config.json, checkpoints/, metrics.jsonl,
-                                    results.json, figures/) + ablation.json (status, timing, memory)
-    DIR/summary.csv, DIR/summary.md one row per setting, rebuilt from whatever sub-workdirs exist
+                                    results.json, figures/) + sweep_run.json (status, timing,
+                                    parameters, and here memory and sigma_max history)
+    DIR/summary.csv, DIR/summary.md one row per setting, rebuilt from whatever runs exist
     DIR/grad_bias/, DIR/memory.csv  the analyses;  DIR/figures/  the figures
 
 A setting is (study, k, clip); its name is `<study>-k<k|full>-<method>[_<threshold>]`,
-e.g. `copy-k8-global_norm_1`. Each sub-run resumes on its own, so re-running the
-sweep command continues an interrupted sweep; finished and diverged runs are
-skipped. A run whose loss or gradient becomes NaN/Inf (the trainer's
-NonFiniteError) is recorded as diverged, not raised.
+e.g. `copy-k8-global_norm_1` (rnnvision/ablation/grid.py). Runs are the sweep's
+(rnnvision/sweep/runner.py): each resumes on its own, so re-running the command
+continues an interrupted ablation; finished and diverged runs are skipped; a run whose
+loss or gradient becomes NaN/Inf is recorded as diverged, not raised.
 
-Sharding: `sweep.shard = "i/n"` runs the sub-runs j with j % n == i of the
-expanded list; the shards together run every sub-run exactly once. With n > 1 the
-analyses (gradient bias, memory) run only with `sweep.stage = "report"`, once all
-shards are done; the summary is rebuilt by every shard from what exists.
+Sharding: `sweep.shard = "i/n"` runs the runs j with j % n == i of the expanded list;
+the shards together run every run exactly once. With n > 1 the analyses (gradient
+bias, memory) run only with `sweep.stage = "report"`, once all shards are done; the
+summary is rebuilt by every shard from what exists.
 """
 
 from __future__ import annotations
@@ -26,55 +28,38 @@ from typing import Any, Callable
 from absl import logging
 
 from rnnvision.ablation import figures, grad_bias, grid, memory, summary
-from rnnvision.ablation.grid import (STATUS_FILE, Run, Setting, expand, parse_clips, parse_shard,
-                                     parse_truncations, read_status, run_config, settings, shard)
+from rnnvision.ablation.grid import (  # noqa: F401 -- the ablation's grid, re-exported
+    STATUS_FILE, Run, Setting, expand, parse_clips, parse_shard, parse_truncations, read_status,
+    run_config, settings, shard)
 from rnnvision.config_checks import ConfigError
-from rnnvision.train import loop
-from rnnvision.train.writer import write_json
+from rnnvision.sweep import manifest, runner
 
 STAGES = ("all", "runs", "report")
 
 
-# -- running ----------------------------------------------------------------------------
+# -- the status hook: what the ablation adds to a run's record ---------------------------------
 
-def _checkpoint_step(workdir: str) -> int:
-    """The step a (re-)started sub-run resumes from: its latest checkpoint (0 if none)."""
-    directory = os.path.join(workdir, "checkpoints")
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
-    return max(steps, default=0)
+def _after_run(measure_memory: bool) -> runner.AfterRun:
+    """The fields the ablation's summary needs beyond the sweep's: sigma_max at the kept
+    checkpoints (for tasks that do not log it) and the compiled memory of the step."""
+    def after(cfg, workdir: str, record: dict) -> dict:
+        extra: dict[str, Any] = {}
+        if not _logs_sigma_max(workdir):
+            extra["sigma_max_history"] = _sigma_max_history(cfg, workdir)
+        if measure_memory:
+            extra["memory"] = _task_memory(cfg)
+        return extra
+    return after
 
 
 def run_one(config, run: Run, root: str, measure_memory: bool = False) -> dict[str, Any]:
-    """Runs (or resumes) one sub-run; returns and writes its status record.
-
-    A finished or diverged sub-run is not run again. NonFiniteError -> status "diverged".
-    """
-    workdir = run.workdir(root)
-    status = read_status(workdir)
-    if status.get("status") in ("done", "diverged"):
-        return status
-    cfg = run_config(config, run)
-    os.makedirs(workdir, exist_ok=True)
-    record = {"setting": run.setting.name, "study": run.setting.study, "seed": run.seed,
-              "truncation": run.setting.truncation, "clip_method": run.setting.clip_method,
-              "clip_threshold": run.setting.clip_threshold, "start_step": _checkpoint_step(workdir)}
-    t0 = time.time()
-    try:
-        results = loop.run(cfg, workdir)
-        record.update(status="done", final_step=int(results.get("step", cfg.train.num_steps)))
-    except loop.NonFiniteError as e:
-        record.update(status="diverged", diverged_step=e.step, quantity=e.quantity, message=str(e))
-    record["wall_seconds"] = time.time() - t0
-    if not _logs_sigma_max(workdir):
-        record["sigma_max_history"] = _sigma_max_history(cfg, workdir)
-    if measure_memory:
-        record["memory"] = _task_memory(cfg)
-    write_json(os.path.join(workdir, STATUS_FILE), record)
-    return record
+    """Runs (or resumes) one run; returns its status record (a final one is not rerun)."""
+    return runner.run_one(run, run_config(config, run), root,
+                          after_run=_after_run(measure_memory))
 
 
 def _logs_sigma_max(workdir: str) -> bool:
-    from rnnvision.train.writer import read_jsonl
+    from rnnvision.sweep.io import read_jsonl
 
     return any("recurrent_sigma_max" in r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")))
 
@@ -95,12 +80,13 @@ def _sigma_max_history(cfg, workdir: str) -> list[list[float]]:
 
 
 def _task_memory(cfg) -> dict[str, int]:
-    """Compiled memory of the gradient of the sub-run's loss (one device's batch)."""
+    """Compiled memory of the gradient of the run's loss (one device's batch)."""
     import jax
 
     from rnnvision.tasks import Capability
+    from rnnvision.train import build_task
 
-    task = loop.build_task(cfg)
+    task = build_task(cfg)
     params = task.init_params(jax.random.key(0))
     batch_size = cfg.train.batch_size // jax.device_count()
     batch = task.train_batch(0, slice(0, batch_size))
@@ -113,26 +99,26 @@ def _task_memory(cfg) -> dict[str, int]:
 
 
 def run_shard(config, root: str, log: Callable[[str], None] = logging.info) -> list[dict[str, Any]]:
-    """Runs this shard's sub-runs in order; returns their status records."""
-    runs = shard(expand(config), config.sweep.shard)
-    measured: set[str] = set()
-    records = []
-    for j, run in enumerate(runs):
-        first_of_setting = run.setting.name not in measured and config.sweep.measure_memory
-        measured.add(run.setting.name)
-        record = run_one(config, run, root, measure_memory=first_of_setting)
-        log(f"[{j + 1}/{len(runs)}] {run.setting.name} seed {run.seed}: {record['status']}"
-            f" ({record.get('wall_seconds', 0.0):.0f} s)")
-        records.append(record)
-    return records
+    """Runs this shard's runs in order (the sweep's runner); returns their status records.
+    The compiled memory is measured on the first run of each setting in the shard."""
+    runs = expand(config)
+    mine = shard(runs, config.sweep.shard)
+    first = {}
+    for run in mine:
+        first.setdefault(run.setting.name, run)
+    hook = lambda run: _after_run(config.sweep.measure_memory and first[run.setting.name] == run)
+    return runner.run_shard(runs, lambda run: run_config(config, run), root,
+                            shard=config.sweep.shard, log=log, after_run=hook)
 
+
+# -- the command ---------------------------------------------------------------------------------
 
 def validate(config) -> None:
     """Checks the sweep fields before any compute (ConfigError names the field)."""
     if config.sweep.stage not in STAGES:
         raise ConfigError("sweep.stage", config.sweep.stage, f"one of {STAGES}")
-    parse_shard(config.sweep.shard)
-    for name in dict.fromkeys(s.study for s in settings(config)):
+    parse_shard(config.sweep.shard, "sweep.shard")
+    for name in grid.study_names(config):
         study = config.studies[name]
         if not (isinstance(study.seeds, int) and study.seeds >= 1):
             raise ConfigError(f"studies.{name}.seeds", study.seeds, "an integer >= 1")
@@ -140,33 +126,25 @@ def validate(config) -> None:
             summary.parse_target(study.target)
         except ValueError:
             raise ConfigError(f"studies.{name}.target", study.target,
-                                         "'' or '<metric>>=<value>' / '<metric><=<value>'") from None
+                              "'' or '<metric>>=<value>' / '<metric><=<value>'") from None
+    settings(config)  # parses every study's truncations and clips
 
 
 def use_compilation_cache(directory: str) -> None:
-    """JAX's persistent compilation cache in `directory`, unless one is set already.
-
-    Sub-runs of one setting (seeds) compile identical programs, and every sub-run
-    compiles the same evaluation and initialisation programs: the cache turns those
-    recompilations (most of a short CPU run's time) into disk reads.
-    """
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    runner.use_compilation_cache(directory)
 
 
 def main(config, root: str, log: Callable[[str], None] = logging.info) -> list[dict[str, Any]]:
     """The whole command: this shard's runs, then (unsharded, or stage "report") the
     analyses, then figures and summary from whatever exists. Returns the summary rows."""
     validate(config)
-    os.makedirs(root, exist_ok=True)
+    # A study's run config, grid or seeds that changed since its runs is refused.
+    main_metric = config.studies[grid.study_names(config)[0]].metric
+    manifest.check_and_write(root, grid.manifest_entries(config), main_metric,
+                             safe=("train.progress", "distributed."))
     if config.sweep.compilation_cache:
         use_compilation_cache(os.path.join(root, "jax_cache"))
-    write_json(os.path.join(root, "sweep_config.json"), config.to_dict())
-    _, num_shards = parse_shard(config.sweep.shard)
+    _, num_shards = parse_shard(config.sweep.shard, "sweep.shard")
     t0 = time.time()
     if config.sweep.stage in ("all", "runs"):
         run_shard(config, root, log)

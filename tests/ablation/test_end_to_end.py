@@ -73,7 +73,7 @@ def test_report_stage_rebuilds_summary_and_figures_from_existing_runs(smoke_conf
                 f.write(json.dumps({"step": step, "loss": loss, "accuracy": acc, "grad_norm": 3.0,
                                     "clipped": 1.0, "steps_per_second": 10.0,
                                     "recurrent_sigma_max": sigma}) + "\n")
-        write_json(os.path.join(workdir, "ablation.json"), {"status": status, "start_step": 0})
+        write_json(os.path.join(workdir, sweep.STATUS_FILE), {"status": status, "start_step": 0})
         if status == "done":
             write_json(os.path.join(workdir, "results.json"), {"loss": 1.0, "accuracy": 0.25})
     out = sweep.main(c, root, log=lambda _: None)

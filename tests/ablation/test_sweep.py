@@ -87,7 +87,7 @@ def _fake_run(workdir, status, loss, accuracy, rows):
                                 "clipped": 0.5, "steps_per_second": step / (1.0 + 0.01 * step),
                                 "recurrent_sigma_max": 1.5}) + "\n")
     if status != "incomplete":
-        write_json(os.path.join(workdir, "ablation.json"),
+        write_json(os.path.join(workdir, sweep.STATUS_FILE),
                    {"status": status, "start_step": 0, "wall_seconds": 10.0,
                     "memory": {"peak_bytes": 2**20}})
     if status == "done":
@@ -127,3 +127,21 @@ def test_equal_data_scales_steps_by_windows_per_sequence(smoke_config):
     steps = {k: sweep.run_config(c, sweep.Run(sweep.Setting("stream", k, "none", 0.0), 0)).train.num_steps
              for k in (1, 2, 0)}
     assert steps == {1: base * frames, 2: base * frames // 2, 0: base}
+
+
+def test_a_changed_study_in_the_same_directory_is_refused(smoke_config, tmp_path):
+    """The studies are sweep grids recorded in DIR/sweep.json: changing one is refused
+    (naming the difference), adding another study is not."""
+    from rnnvision.sweep.manifest import SweepMismatchError
+
+    c = smoke_config
+    c.sweep.studies, c.sweep.stage, c.grad_bias.study, c.memory.lengths = "copy", "report", "", ""
+    c.sweep.compilation_cache = False
+    sweep.main(c, str(tmp_path), log=lambda _: None)
+    c.studies.copy.truncations = "2,8"
+    with pytest.raises(SweepMismatchError, match="grid 'copy'") as error:
+        sweep.main(c, str(tmp_path), log=lambda _: None)
+    assert "'--grid=train.truncation=2,4 " in str(error.value)
+    assert "-> '--grid=train.truncation=2,8 " in str(error.value)
+    c.studies.copy.truncations, c.sweep.studies = "2,4", "copy,clip"
+    sweep.main(c, str(tmp_path), log=lambda _: None)

@@ -234,7 +234,7 @@ def test_a_finished_hypothesis_keeps_its_length_when_it_changes_slot():
     table[4, [6, EOS_ID]] = [0.8, 0.2]
     table[5, EOS_ID] = table[6, EOS_ID] = 1.0
     table[PAD_ID, PAD_ID] = table[EOS_ID, PAD_ID] = 1.0
-    beam = jax.jit(lambda s: beam_search(_markov_step(table), s, 1, 3, beam_width=2))(jnp.zeros((2, 1)))
+    beam = jax.jit(lambda s: beam_search(_markov_step(table), s, 1, 3, beam_width=2, special=SPECIAL))(jnp.zeros((2, 1)))
     np.testing.assert_array_equal(beam.tokens[0], [EOS_ID, PAD_ID, PAD_ID])
     np.testing.assert_allclose(beam.scores[0], np.log(0.4), rtol=1e-5)
     assert int(beam.lengths[0]) == 1

@@ -193,6 +193,28 @@ def test_cifar10_under_mock_data():
     assert 7.0 < results["bits_per_dim"] < 9.5, results
 
 
+# -- figures -------------------------------------------------------------------------------
+
+def test_image_grids_place_and_scale_the_images(tmp_path):
+    from rnnvision.viz import images as image_viz
+
+    rgb = np.stack([np.full((2, 3, 3), v) for v in (0, 51, 255)])  # three flat RGB images
+    unit = image_viz.to_unit(rgb, 256)
+    assert unit.shape == (3, 2, 3, 3) and unit[1].max() == pytest.approx(0.2)
+    mosaic = image_viz.tile(unit, cols=2, gap=1)  # 2 rows x 2 columns of 2x3 tiles
+    assert mosaic.shape == (5, 7, 3)
+    np.testing.assert_allclose(mosaic[0:2, 4:7], 0.2)   # image 1: row 0, column 1
+    np.testing.assert_allclose(mosaic[3:5, 0:3], 1.0)   # image 2: row 1, column 0
+    np.testing.assert_allclose(mosaic[2], 0.5)          # the gap between rows
+    np.testing.assert_allclose(mosaic[3:5, 4:7], 0.5)   # the empty fourth cell
+    binary = np.ones((2, 4, 4, 1), np.int32)
+    completions = np.zeros((2, 3, 4, 4, 1), np.int32)
+    path = image_viz.completion_grid(binary, completions, 2, 2, str(tmp_path / "c.png"))
+    assert os.path.getsize(path) > 0
+    with pytest.raises(ValueError, match="2 channels"):
+        image_viz.to_unit(np.zeros((1, 4, 4, 2)), 2)
+
+
 # -- the command line -----------------------------------------------------------------------
 
 def test_smoke_run_writes_the_workdir_contract(tmp_path):

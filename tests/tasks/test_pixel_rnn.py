@@ -135,6 +135,18 @@ def test_evaluation_set_is_fixed_across_seeds_and_training_is_binarised_afresh()
     assert not np.array_equal(x0, x1)
 
 
+def test_mnist_through_tfds_under_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow")
+    with tfds.testing.mock_data(num_examples=16):
+        task = build_task(_smoke("tfds,smoke"))
+        digits, _ = load_mnist(task.config.data, "eval")
+    assert task.config.data.source == "tfds"
+    np.testing.assert_array_equal(task.eval_images, binarize_fixed(digits))
+    batch = task.train_batch(0, slice(None))["images"]
+    assert batch.shape == (8, 28, 28, 1) and set(np.unique(batch)) <= {0, 1}
+
+
 # -- configs --------------------------------------------------------------------------
 
 def test_every_variant_builds_a_config():

@@ -46,6 +46,7 @@ register("captioning", "rnnvision.tasks.captioning:CaptioningTask")
 register("copy", "rnnvision.tasks.probes:CopyTask")
 register("adding", "rnnvision.tasks.probes:AddingTask")
 register("stream_frames", "rnnvision.tasks.stream_frames:StreamFramesTask")
+register("pixel_rnn", "rnnvision.tasks.pixel_rnn:PixelRNNTask")
 
 __all__ = ["Apply", "Capability", "RecurrentLoss", "Task", "build", "lookup", "names",
            "register"]

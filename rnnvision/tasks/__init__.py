@@ -46,6 +46,7 @@ register("captioning", "rnnvision.tasks.captioning:CaptioningTask")
 register("copy", "rnnvision.tasks.probes:CopyTask")
 register("adding", "rnnvision.tasks.probes:AddingTask")
 register("stream_frames", "rnnvision.tasks.stream_frames:StreamFramesTask")
+register("video_classification", "rnnvision.tasks.video_classification:VideoClassificationTask")
 
 __all__ = ["Apply", "Capability", "RecurrentLoss", "Task", "build", "lookup", "names",
            "register"]

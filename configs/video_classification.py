@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.cnn_stem_pool = False     # 3x3 stride-2 max-pool after the stem
     c.model.cnn_norm = "none"         # "group" (GroupNorm) or "none"
 
-    c.train.num_steps = 3000
+    c.train.num_steps = 2000
     c.train.batch_size = 32
     c.train.log_every = 100
     c.train.eval_every = 0
@@ -107,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.eval.batch_size = 200           # videos per evaluation batch
     c.eval.num_videos = 1000          # size of the fixed evaluation set (ucf101: 0 = the whole split)
-    c.eval.num_figure_videos = 6      # evaluation videos shown in the frame strip
+    c.eval.num_figure_videos = 10     # evaluation videos in the frame strip (the first 10: one per class)
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 
@@ -130,10 +130,11 @@ def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
         c.data.canvas, c.data.min_frames, c.data.max_frames, c.data.spin_frames = 40, 4, 6, 3
         c.data.ucf101_num_frames, c.data.ucf101_image_size = 4, 32
         c.model.hidden_size, c.model.feature_size, c.model.mlp_hidden = 8, 16, 8
-        c.model.cnn_width, c.model.cnn_stages = 4, 2
+        c.model.cnn_width, c.model.cnn_stages = 8, 2
         c.train.num_steps, c.train.batch_size = 6, 8
         c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 2, 0, 3
         c.train.progress = False
+        c.optim.warmup_steps = 1
         c.eval.batch_size, c.eval.num_videos, c.eval.num_figure_videos = 8, 20, 3
 
 

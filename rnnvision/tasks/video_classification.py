@@ -136,6 +136,10 @@ class _Ucf101Videos:
             eval_split = f"{eval_split}[:{config.eval.num_videos}]"
         self.train_videos, self.train_labels = ucf101.load_ucf101(d.ucf101_train_split, **kw)
         self.eval_videos, self.eval_labels = ucf101.load_ucf101(eval_split, **kw)
+        if config.train.batch_size > len(self.train_labels):
+            raise ConfigError("train.batch_size", config.train.batch_size,
+                              f"at most the {len(self.train_labels)} videos of "
+                              f"{d.ucf101_train_split!r}")
         self.sampler = EpochSampler(len(self.train_labels), config.train.batch_size, config.seed,
                                     drop_remainder=False)
         self.frame_shape = tuple(self.train_videos.shape[2:])
@@ -199,6 +203,9 @@ class VideoClassificationTask(Task):
         self._predictions: tuple | None = None  # (params, predictions) of the last evaluation
 
     def _build_model(self, m):
+        if m.cnn_norm == "group" and m.cnn_width % 8:
+            raise ConfigError("model.cnn_width", m.cnn_width,
+                              "a multiple of 8 with model.cnn_norm='group' (groups of 8 channels)")
         cnn = frame_cnn(m)
         if m.classifier == "order_blind":
             why = "the order-blind model has no time loop"

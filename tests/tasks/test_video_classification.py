@@ -77,6 +77,7 @@ def test_every_variant_builds_a_config():
     ({"data.spin_frames": 4}, "data.spin_frames=4"),  # smoke: min_frames 4
     ({"data.max_frames": 3}, "data.max_frames=3"),
     ({"model.cnn_norm": "batch"}, "model.cnn_norm='batch'"),
+    ({"model.cnn_norm": "group", "model.cnn_width": 12}, "model.cnn_width=12"),
     ({"eval.num_videos": 0}, "eval.num_videos=0"),
     ({"model.classifier": "order_blind", "train.truncation": 2}, "train.truncation=2"),
     ({"model.classifier": "order_blind", "train.remat": True}, "train.remat=True"),
@@ -260,9 +261,9 @@ def test_ucf101_end_to_end_under_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
     config = _config("ucf101,smoke", **{"eval.batch_size": 4, "eval.num_figure_videos": 2})
-    with tfds.testing.mock_data(num_examples=6):
+    with tfds.testing.mock_data(num_examples=10):
         results = loop.run(config, str(tmp_path))
-    assert results["num_videos"] == 6 and results["step"] == 6
+    assert results["num_videos"] == 10 and results["step"] == 6
     assert "early_accuracy/frames_04" in results and "early_accuracy/frames_05" not in results
     assert "pair_accuracy" not in results
     per_class = [k for k in results if k.startswith("accuracy/")]

@@ -47,6 +47,7 @@ register("copy", "rnnvision.tasks.probes:CopyTask")
 register("adding", "rnnvision.tasks.probes:AddingTask")
 register("stream_frames", "rnnvision.tasks.stream_frames:StreamFramesTask")
 register("pixel_rnn", "rnnvision.tasks.pixel_rnn:PixelRNNTask")
+register("video_classification", "rnnvision.tasks.video_classification:VideoClassificationTask")
 
 __all__ = ["Apply", "Capability", "RecurrentLoss", "Task", "build", "lookup", "names",
            "register"]

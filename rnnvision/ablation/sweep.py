@@ -11,6 +11,11 @@ sweep command continues an interrupted sweep; finished and diverged runs are
 skipped. A run whose loss or gradient becomes NaN/Inf (the trainer's
 NonFiniteError) is recorded as diverged, not raised.
 
+Each sub-run holds its workdir's lock (`rnnvision.train.lock`) from reading its status to
+writing it, so two shards (or two launches of one) never run the same sub-run: a sub-run
+held by another process is skipped with status "held" and a log line naming the holder;
+re-running the sweep later picks it up.
+
 Sharding: `sweep.shard = "i/n"` runs the sub-runs j with j % n == i of the
 expanded list; the shards together run every sub-run exactly once. With n > 1 the
 analyses (gradient bias, memory) run only with `sweep.stage = "report"`, once all
@@ -29,7 +34,8 @@ from rnnvision.ablation import figures, grad_bias, grid, memory, summary
 from rnnvision.ablation.grid import (STATUS_FILE, Run, Setting, expand, parse_clips, parse_shard,
                                      parse_truncations, read_status, run_config, settings, shard)
 from rnnvision.config_checks import ConfigError
-from rnnvision.train import loop
+from rnnvision.train import loop, workdir as workdir_lib
+from rnnvision.train.lock import WorkdirBusyError, WorkdirLock
 from rnnvision.train.writer import write_json
 
 STAGES = ("all", "runs", "report")
@@ -47,20 +53,31 @@ def _checkpoint_step(workdir: str) -> int:
 def run_one(config, run: Run, root: str, measure_memory: bool = False) -> dict[str, Any]:
     """Runs (or resumes) one sub-run; returns and writes its status record.
 
-    A finished or diverged sub-run is not run again. NonFiniteError -> status "diverged".
+    A finished or diverged sub-run is not run again. NonFiniteError -> status "diverged";
+    a sub-run another process holds -> status "held" (not written: it is not ours).
     """
     workdir = run.workdir(root)
+    workdir_lib.create(workdir)
+    try:
+        with WorkdirLock(workdir) as lock:
+            return _run_one_held(config, run, workdir, lock, measure_memory)
+    except WorkdirBusyError as e:
+        return {"setting": run.setting.name, "seed": run.seed, "status": "held",
+                "message": str(e)}
+
+
+def _run_one_held(config, run: Run, workdir: str, lock: WorkdirLock,
+                  measure_memory: bool) -> dict[str, Any]:
     status = read_status(workdir)
     if status.get("status") in ("done", "diverged"):
         return status
     cfg = run_config(config, run)
-    os.makedirs(workdir, exist_ok=True)
     record = {"setting": run.setting.name, "study": run.setting.study, "seed": run.seed,
               "truncation": run.setting.truncation, "clip_method": run.setting.clip_method,
               "clip_threshold": run.setting.clip_threshold, "start_step": _checkpoint_step(workdir)}
     t0 = time.time()
     try:
-        results = loop.run(cfg, workdir)
+        results = loop.run(cfg, workdir, lock=lock)
         record.update(status="done", final_step=int(results.get("step", cfg.train.num_steps)))
     except loop.NonFiniteError as e:
         record.update(status="diverged", diverged_step=e.step, quantity=e.quantity, message=str(e))
@@ -121,8 +138,9 @@ def run_shard(config, root: str, log: Callable[[str], None] = logging.info) -> l
         first_of_setting = run.setting.name not in measured and config.sweep.measure_memory
         measured.add(run.setting.name)
         record = run_one(config, run, root, measure_memory=first_of_setting)
-        log(f"[{j + 1}/{len(runs)}] {run.setting.name} seed {run.seed}: {record['status']}"
-            f" ({record.get('wall_seconds', 0.0):.0f} s)")
+        outcome = (f"skipped, {record['message']}" if record["status"] == "held" else
+                   f"{record['status']} ({record.get('wall_seconds', 0.0):.0f} s)")
+        log(f"[{j + 1}/{len(runs)}] {run.setting.name} seed {run.seed}: {outcome}")
         records.append(record)
     return records
 
@@ -169,7 +187,10 @@ def main(config, root: str, log: Callable[[str], None] = logging.info) -> list[d
     _, num_shards = parse_shard(config.sweep.shard)
     t0 = time.time()
     if config.sweep.stage in ("all", "runs"):
-        run_shard(config, root, log)
+        held = [r for r in run_shard(config, root, log) if r["status"] == "held"]
+        if held:
+            log(f"{len(held)} sub-run(s) skipped: held by other processes; re-run this "
+                "command once they have finished to include them")
     if config.sweep.stage == "report" or (config.sweep.stage == "all" and num_shards == 1):
         grad_bias_source(config, root)
         grad_bias.analyze(config, root)

@@ -56,14 +56,20 @@ RUN_ERRORS = (loop.NonFiniteError, checkpoint.CheckpointSaveError)
 EXIT_GRACE_SECONDS = 10.0
 
 
-def exit_now(code: int) -> NoReturn:
-    """sys.exit(code) that cannot hang: if the interpreter's shutdown (which waits for
-    every non-daemon thread) takes longer than EXIT_GRACE_SECONDS, os._exit(code)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+def _exit_within_grace(code: int) -> None:
+    """From now on, the process ends with `code` after EXIT_GRACE_SECONDS at the latest: a
+    daemon timer calls os._exit if the interpreter's shutdown (which waits for every
+    non-daemon thread) is still going on."""
     timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (code,))
     timer.daemon = True
     timer.start()
+
+
+def exit_now(code: int) -> NoReturn:
+    """sys.exit(code) that cannot hang (`_exit_within_grace`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _exit_within_grace(code)
     sys.exit(code)
 
 
@@ -192,10 +198,7 @@ def _run(command: Command, accepts: Callable[[Any], str | None]) -> None:
     except SystemExit:
         raise
     except BaseException:
-        # An unexpected error (a bug) keeps its traceback, but the exit must not hang.
-        timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (1,))
-        timer.daemon = True
-        timer.start()
+        _exit_within_grace(1)  # an unexpected error (a bug) keeps its traceback, no hang
         raise
     print(summary)
     exit_now(0)

@@ -2,8 +2,9 @@
 
     train -> (periodic eval, checkpoints, metrics) -> final eval -> results.json, figures
 
-Re-running with the same workdir resumes from the latest checkpoint; at the
-final step it only evaluates. The loop knows nothing of any particular task.
+Re-running with the same workdir resumes from the newest checkpoint that verifies
+(`rnnvision.train.checkpoint`); at the final step it only evaluates. One run at a time
+holds a workdir (`rnnvision.train.lock`). The loop knows nothing of any particular task.
 """
 
 from __future__ import annotations

@@ -1,32 +1,43 @@
 # The two commands of the README:
-#   make run    installs into .venv (first time) and runs the quick-start experiment (offline)
-#   make test   installs into .venv (first time) and runs the test suite (slow tests excluded)
+#   make run    installs the package into .venv (first time) and runs the quick-start
+#               experiment (offline); only what running needs: no test extra
+#   make test   adds the test extra (pytest, TensorFlow, torch, ...) and runs the test suite
+#               (slow tests excluded)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 WORKDIR ?= runs/row_mnist
 
-.PHONY: install run test test-slow bench mutate clean
+.PHONY: install install-test run test test-slow bench mutate clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-run: $(STAMP)
+install-test: $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/python -m experiments.row_mnist --config=configs/row_mnist.py --workdir=$(WORKDIR)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks.rnn_speed
 
 # make mutate: mutation testing of the numerical core with mutmut (a periodic check,
@@ -56,7 +67,7 @@ MUTATE_ENV := JAX_COMPILATION_CACHE_DIR=$(abspath $(MUTATE_DIR))/jax-cache \
 	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
 	JAX_COMPILATION_CACHE_MAX_SIZE=2000000000
 
-$(MUTATE_STAMP): pyproject.toml $(STAMP)
+$(MUTATE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test,mutation]"
 	touch $@
 

@@ -25,8 +25,8 @@ the same as JSON with --out.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.cli import ArgumentParser, UsageError, run
 from configs import moving_mnist as mm_config
 from rnnvision.models.video import patchify, unpatchify
 from rnnvision.config_checks import get_field, set_field
@@ -104,8 +105,49 @@ def build_steps(task, batch):
     return steps
 
 
+def _parse_like(current, text: str):
+    """`text` as a value of the type of `current` (bools: true/false/1/0)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1")
+    return type(current)(text)
+
+
+def _config(args):
+    """configs/moving_mnist.py with --variant, --batch and --set applied; a UsageError (one
+    line) naming the argument when one cannot be used."""
+    for name, value in (("--batch", args.batch), ("--repeats", args.repeats)):
+        if value < 1:
+            raise UsageError(f"{name}={value}: must be an integer >= 1")
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"--out={args.out!r}: its directory does not exist")
+    try:
+        config = mm_config.get_config(args.variant or None)
+    except ValueError as e:  # e.g. an unknown variant
+        raise UsageError(f"--variant={args.variant!r}: {e}") from None
+    config.unlock()
+    config.train.batch_size = args.batch
+    for item in args.set:
+        field, eq, value = item.partition("=")
+        try:
+            current = get_field(config, field)
+        except (KeyError, AttributeError):
+            current = None
+        if not eq or current is None or hasattr(current, "keys"):
+            raise UsageError(f"--set {item!r}: give FIELD=VALUE with an existing config field, "
+                             "e.g. --set model.patch=4 (see configs/moving_mnist.py)")
+        try:
+            parsed = _parse_like(current, value)
+        except ValueError:
+            raise UsageError(f"--set {item!r}: {value!r} is not a {type(current).__name__}, "
+                             f"the type of {field} (now {current!r})") from None
+        set_field(config, field, parsed)
+    return config
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="", help="configs/moving_mnist.py variant(s)")
     parser.add_argument("--batch", type=int, default=16, help="sequences per step")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per side")
@@ -113,13 +155,7 @@ def main(argv=None) -> dict:
                         help="config override, e.g. --set model.patch=4 (repeatable)")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-
-    config = mm_config.get_config(args.variant or None)
-    config.unlock()
-    config.train.batch_size = args.batch
-    for item in args.set:
-        field, value = item.split("=", 1)
-        set_field(config, field, type(get_field(config, field))(value))
+    config = _config(args)
     task = build_task(config)
     batch = jax.tree.map(jnp.asarray, task.train_batch(0, slice(None)))
     steps = build_steps(task, batch)
@@ -166,4 +202,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, sys.argv[1:])

@@ -30,7 +30,6 @@ fix small things on the first run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import os
@@ -38,16 +37,20 @@ import platform
 import sys
 import time
 
+from benchmarks.cli import ArgumentParser, UsageError, run
+
 SHAPES = [(100, 64, 128, 256), (28, 128, 28, 128), (784, 64, 1, 128), (20, 16, 4096, 512)]
 QUICK_SHAPES = SHAPES[:2]
 # bfloat16 compute (float32 accumulation), every implementation in bfloat16: the first shape.
 BF16_SHAPES = SHAPES[:1]
 CONV_SHAPE = (20, 16, (16, 16, 16), 64)  # T, B, (H, W, C) input, hidden channels; kernel 5
 CONV_REPEATS = 2
+CELLS = ("lstm", "gru", "conv_lstm")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The arguments, checked: a bad one is a one-line error (benchmarks.cli), exit 2."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="two shapes, fewer repeats, no memory")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                    help="directory for rnn_speed.csv / rnn_speed.md")
@@ -61,7 +64,37 @@ def parse_args(argv=None):
     p.add_argument("--cells", default="lstm,gru,conv_lstm", help="comma-separated subset")
     p.add_argument("--no-memory", action="store_true", help="skip the memory table")
     p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args) -> None:
+    """Refuses, before any benchmark runs, what would fail (or do nothing) later."""
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown or not cells:
+        raise UsageError(f"--cells={args.cells!r}: allowed: a comma-separated subset of {CELLS}")
+    for name, value, lo in (("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
+                            ("--warmup", args.warmup, 0)):
+        if value is not None and value < lo:
+            raise UsageError(f"{name}={value}: must be an integer >= {lo}")
+    try:
+        os.makedirs(args.out, exist_ok=True)  # now, not after minutes of timing
+    except OSError as e:
+        raise UsageError(f"--out={args.out!r} cannot be created ({e.strerror or e}): give a "
+                         "writable directory") from None
+
+
+def check_device(device: str) -> None:
+    """--device=gpu needs a GPU that JAX sees."""
+    import jax
+    if device == "gpu":
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            raise UsageError("--device=gpu: JAX sees no GPU (install jax for your accelerator, "
+                             "e.g. pip install -U 'jax[cuda12]'), or use --device=cpu") from None
 
 
 def configure_threads(args) -> int:
@@ -244,9 +277,10 @@ def main(argv=None):
     args = parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 5)
     threads = configure_threads(args)
+    check_device(args.device)
     env = environment(args, threads)
     print(", ".join(f"{k}: {v}" for k, v in env.items()), flush=True)
-    cells = set(args.cells.split(","))
+    cells = {c.strip() for c in args.cells.split(",")}
     shapes = QUICK_SHAPES if args.quick else SHAPES
     start = time.perf_counter()
     speed = run_rows(args, dense_rows(args, shapes, cells))
@@ -269,4 +303,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main, sys.argv[1:])

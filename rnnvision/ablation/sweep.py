@@ -16,7 +16,8 @@ loss or gradient becomes NaN/Inf is recorded as diverged, not raised.
 Sharding: `sweep.shard = "i/n"` runs the runs j with j % n == i of the expanded list;
 the shards together run every run exactly once. With n > 1 the analyses (gradient
 bias, memory) run only with `sweep.stage = "report"`, once all shards are done; the
-summary is rebuilt by every shard from what exists.
+summary is rebuilt by every shard from what exists. Each sub-run holds its workdir's lock
+(`rnnvision.train.lock`), so two shards never run the same sub-run.
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ def main(config, root: str, log: Callable[[str], None] = logging.info) -> list[d
     _, num_shards = parse_shard(config.sweep.shard, "sweep.shard")
     t0 = time.time()
     if config.sweep.stage in ("all", "runs"):
-        run_shard(config, root, log)
+        held = [r for r in run_shard(config, root, log) if r.get("status") == "held"]
+        if held:
+            log(f"{len(held)} sub-run(s) skipped: held by other processes; re-run this "
+                "command once they have finished to include them")
     if config.sweep.stage == "report" or (config.sweep.stage == "all" and num_shards == 1):
         grad_bias_source(config, root)
         grad_bias.analyze(config, root)

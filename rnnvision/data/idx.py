@@ -14,7 +14,8 @@ MNIST ships these gzip-compressed (`*-idx3-ubyte.gz`); `read_idx` detects gzip b
 magic bytes (1f 8b), never by the file name, so a renamed file still reads.
 
 Every check names the file, what it found and what is allowed, because these files come
-from outside (downloads, shared folders) and a truncated copy is a common failure.
+from outside (downloads, shared folders) and a truncated copy is a common failure. A file
+that cannot be read or is malformed is an `IdxFileError` (a ValueError), one line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ import numpy as np
 PathLike = str | os.PathLike
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_DAMAGED = "a damaged or incomplete copy: copy or download it again"
+
+
+class IdxFileError(ValueError):
+    """An IDX file that cannot be read or is malformed; the message names the file."""
 
 # IDX type code -> big-endian numpy dtype, as in the format's definition.
 _IDX_DTYPES = {
@@ -49,32 +55,32 @@ def _decompress(raw: bytes, path: PathLike) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError.
-        raise ValueError(f"{os.fspath(path)}: corrupted gzip stream ({err}).") from err
+        raise IdxFileError(f"{os.fspath(path)}: corrupted gzip stream ({err}); {_DAMAGED}.") from err
 
 
 def _parse_header(data: bytes, path: PathLike) -> tuple[np.dtype, tuple[int, ...]]:
     """Returns (dtype, dims) from an uncompressed IDX header, checking each field."""
     name = os.fspath(path)
     if len(data) < 4:
-        raise ValueError(
-            f"{name}: {len(data)} bytes is too short for an IDX header (needs >= 4)."
+        raise IdxFileError(
+            f"{name}: {len(data)} bytes is too short for an IDX header (needs >= 4); {_DAMAGED}."
         )
     if data[0:2] != b"\x00\x00":
-        raise ValueError(
+        raise IdxFileError(
             f"{name}: bad IDX magic number {data[0:4].hex()}; the first two bytes "
-            "must be 0000 (a gzip file starts with 1f8b)."
+            "must be 0000 (a gzip file starts with 1f8b): not an IDX file, or " + _DAMAGED + "."
         )
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
         allowed = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
-        raise ValueError(f"{name}: unknown IDX type code 0x{code:02X}; allowed: {allowed}.")
+        raise IdxFileError(f"{name}: unknown IDX type code 0x{code:02X}; allowed: {allowed}.")
     if ndim == 0:
-        raise ValueError(f"{name}: IDX header declares 0 dimensions; need >= 1.")
+        raise IdxFileError(f"{name}: IDX header declares 0 dimensions; need >= 1.")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise ValueError(
+        raise IdxFileError(
             f"{name}: truncated IDX header: {ndim} dimensions need {header_size} "
-            f"bytes, the file has {len(data)}."
+            f"bytes, the file has {len(data)}; {_DAMAGED}."
         )
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     return _IDX_DTYPES[code], dims
@@ -91,20 +97,25 @@ def read_idx(path: PathLike) -> np.ndarray:
       (uint8 for the MNIST files). The array is writable and owns its memory.
 
     Raises:
-      ValueError: corrupted gzip; bad magic number; unknown type code; a payload that
+      IdxFileError (a ValueError): the file cannot be read (missing, a directory, no
+        permission); corrupted gzip; bad magic number; unknown type code; a payload that
         is not exactly prod(dims) * itemsize bytes (truncated or trailing bytes).
     """
-    with open(path, "rb") as f:
-        data = _decompress(f.read(), path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise IdxFileError(f"{os.fspath(path)}: cannot be read ({err.strerror or err}).") from None
+    data = _decompress(raw, path)
     dtype, dims = _parse_header(data, path)
     offset = 4 + 4 * len(dims)
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     actual = len(data) - offset
     if actual != expected:
         what = "truncated" if actual < expected else "trailing bytes"
-        raise ValueError(
+        raise IdxFileError(
             f"{os.fspath(path)}: IDX payload size mismatch ({what}): dims {dims} of "
-            f"{dtype.itemsize}-byte elements need {expected} bytes, found {actual}."
+            f"{dtype.itemsize}-byte elements need {expected} bytes, found {actual}; {_DAMAGED}."
         )
     array = np.frombuffer(data, dtype, offset=offset).reshape(dims)
     return array.astype(dtype.newbyteorder("="))  # Copies: native order, writable.
@@ -154,29 +165,29 @@ def load_idx_pair(
       labels: int32 (N,).
 
     Raises:
-      ValueError: naming the file, for images that are not 3-D uint8, labels that are
+      IdxFileError (a ValueError): naming the file, as read_idx, or for images that are not 3-D uint8, labels that are
         not 1-D integers, different counts, or labels out of range.
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
+        raise IdxFileError(
             f"{os.fspath(images_path)}: images must be uint8 of shape (N, H, W), got "
             f"{images.dtype} of shape {images.shape}."
         )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
+        raise IdxFileError(
             f"{os.fspath(labels_path)}: labels must be integers of shape (N,), got "
             f"{labels.dtype} of shape {labels.shape}."
         )
     if len(images) != len(labels):
-        raise ValueError(
+        raise IdxFileError(
             f"{os.fspath(labels_path)}: {len(labels)} labels but "
             f"{os.fspath(images_path)} has {len(images)} images; the counts must agree."
         )
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(
+        raise IdxFileError(
             f"{os.fspath(labels_path)}: {int(bad.sum())} labels outside 0..{num_classes - 1}"
             f", the first at record {first} with value {int(labels[first])}."
         )

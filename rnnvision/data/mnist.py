@@ -32,6 +32,9 @@ SimpleNamespace, ...; optional fields may be absent):
   tfds_data_dir    optional TFDS data directory; empty or absent for TFDS's default.
   "train" reads the TFDS split "train" and "eval" reads "test".
 
+Every error about these fields is a `DataSourceError` (a ValueError) naming the field,
+its value and what to do, on one line; a malformed file is an `idx.IdxFileError`.
+
 The real MNIST digits shared with the project (`default_mnist_dir()`) are records
 0..7999 of the official t10k test set. Their documented split is the first 7000 for
 training and the last 1000 for evaluation (`MNIST_SUBSET_TRAIN_SLICE`,
@@ -61,6 +64,13 @@ MNIST_SUBSET_EVAL_SLICE = "7000:8000"
 MNIST_SUBSET_NAME = "MNIST t10k[0:8000] subset"  # How tables must label results on it.
 
 _TFDS_SPLITS = {"train": "train", "eval": "test"}
+
+
+class DataSourceError(ValueError):
+    """A data.* field that does not give a usable source: unset, a missing file, a bad
+    slice; the message names the field."""
+
+
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1  # Synthetic digit streams; see synthetic_digits.
 
 
@@ -89,21 +99,23 @@ def load_mnist(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
       labels: int32 (N,) in 0..9.
 
     Raises:
-      ValueError: an unknown source or split, a missing or bad field, or an empty split.
+      DataSourceError (a ValueError): an unknown source, a missing or bad field, a missing
+        file, or an empty split; idx.IdxFileError: a malformed file; ValueError: an
+        unknown split.
     """
     if split not in SPLITS:
-        raise ValueError(f"load_mnist: split={split!r}; allowed: {', '.join(SPLITS)}.")
+        raise ValueError(f"load_mnist: split={split!r}; allowed: {', '.join(SPLITS)}.")  # a bug
     source = getattr(data, "source", None)
     loaders = {"tfds": _load_tfds, "idx": _load_idx, "synthetic": _load_synthetic}
     if source not in loaders:
-        raise ValueError(
+        raise DataSourceError(
             f"data.source={source!r} is not a known source; allowed: {', '.join(SOURCES)}."
         )
     images, labels = loaders[source](data, split)
     if len(images) == 0:
-        raise ValueError(f"data.source={source!r}: the {split!r} split is empty.")
+        raise DataSourceError(f"data.source={source!r}: the {split!r} split is empty.")
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):  # E.g. a tfds_name of another shape.
-        raise ValueError(
+        raise DataSourceError(
             f"data.source={source!r}: images of shape {images.shape[1:]}; allowed: "
             f"({IMAGE_SIZE}, {IMAGE_SIZE}) MNIST-style digits."
         )
@@ -118,8 +130,9 @@ def _field(data: Any, name: str, default: Any = None, required: bool = True) -> 
     """
     value = getattr(data, name, default)
     if required and (value is None or value == ""):
-        raise ValueError(
-            f"data.{name} is required for data.source={data.source!r} but is not set."
+        raise DataSourceError(
+            f"data.{name} is required for data.source={data.source!r} but is not set; set "
+            f"it with --config.data.{name}=..."
         )
     return value
 
@@ -138,14 +151,14 @@ def parse_slice(text: str | None, field: str, size: int) -> slice:
             raise ValueError
         start, stop = (int(p) if p.strip() else None for p in parts)
     except ValueError:
-        raise ValueError(
+        raise DataSourceError(
             f"{field}={text!r} is not a slice; allowed: 'start:stop' with optional "
             "non-negative integers, e.g. '0:7000'."
         ) from None
     start = 0 if start is None else start
     stop = size if stop is None else stop
     if not 0 <= start <= stop <= size:
-        raise ValueError(
+        raise DataSourceError(
             f"{field}={text!r} is out of range for {size} records; need "
             f"0 <= start <= stop <= {size}."
         )
@@ -156,7 +169,7 @@ def _load_idx(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     eval_images = _field(data, "eval_idx_images", "", required=False)
     eval_labels = _field(data, "eval_idx_labels", "", required=False)
     if bool(eval_images) != bool(eval_labels):
-        raise ValueError(
+        raise DataSourceError(
             f"data.eval_idx_images={eval_images!r} and data.eval_idx_labels="
             f"{eval_labels!r}: set both (a separate eval pool) or neither (split the "
             "training pool)."
@@ -165,9 +178,11 @@ def _load_idx(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
         images_path, labels_path = eval_images, eval_labels
     else:
         images_path, labels_path = _field(data, "idx_images"), _field(data, "idx_labels")
+    for name, path in _idx_fields(split, bool(eval_images), images_path, labels_path):
+        _check_file(name, path)
     images, labels = idx.load_idx_pair(images_path, labels_path)
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(
+        raise DataSourceError(
             f"{os.fspath(images_path)}: images are {images.shape[1]}x{images.shape[2]}; "
             f"data.source='idx' needs {IMAGE_SIZE}x{IMAGE_SIZE} MNIST-style digits."
         )
@@ -178,6 +193,27 @@ def _load_idx(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[part], labels[part]
 
 
+def _idx_fields(split: str, separate_eval: bool, images: str, labels: str):
+    """(field name, path) of the two files `split` reads."""
+    prefix = "eval_" if split == "eval" and separate_eval else ""
+    return ((f"data.{prefix}idx_images", images), (f"data.{prefix}idx_labels", labels))
+
+
+def _check_file(field: str, path: Any) -> None:
+    """A DataSourceError naming `field` when `path` is not an existing regular file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        problem = "is a directory, not a file"
+    elif not os.path.exists(path):
+        problem = "does not exist"
+    else:
+        return
+    raise DataSourceError(
+        f"{field}={path!r} {problem}; set it to an IDX file (plain or .gz), e.g. the "
+        "real MNIST subset of the `real` config variant"
+    )
+
+
 def _check_disjoint(data: Any, size: int) -> None:
     """Train and eval slices of one pool must not share records: that would leak."""
     texts = {name: _field(data, f"{name}_slice", "", required=False)
@@ -186,7 +222,7 @@ def _check_disjoint(data: Any, size: int) -> None:
                          for name in ("train", "eval"))
     overlap = min(train.stop, evaluation.stop) - max(train.start, evaluation.start)
     if overlap > 0:
-        raise ValueError(
+        raise DataSourceError(
             f"data.train_slice={texts['train']!r} and data.eval_slice={texts['eval']!r} "
             f"share {overlap} of the {size} records of the one IDX pool; without eval "
             "files they must be disjoint, e.g. '0:7000' and '7000:8000'."
@@ -197,7 +233,7 @@ def _load_synthetic(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     num_field = "num_train" if split == "train" else "num_eval"
     num = _field(data, num_field)
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-        raise ValueError(f"data.{num_field}={num!r}; must be an integer >= 1.")
+        raise DataSourceError(f"data.{num_field}={num!r}; must be an integer >= 1.")
     stream = _TRAIN_STREAM if split == "train" else _EVAL_STREAM
     return synthetic_digits.make_digits(int(num), int(_field(data, "seed")), stream=stream)
 

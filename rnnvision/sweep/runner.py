@@ -14,7 +14,11 @@ A run is skipped when its record is final: "done", "diverged" (the trainer's
 NonFiniteError: a NaN/Inf loss, gradient or update) or "bad_config" (a ConfigError for
 this grid point: rerunning would fail the same way). "error" (any other exception,
 logged with its traceback) and "running" (the process was killed) run again, resuming
-from the run's latest checkpoint. A SIGTERM/SIGINT stops the sweep after the current
+from the run's latest checkpoint. Each run holds its workdir's lock
+(`rnnvision.train.lock`) from reading its status record to writing it, so two shards (or
+two launches of one sweep) never run the same run: a run held by another process is
+skipped with status "held" (not written: the record is the holder's) and a log line
+naming the holder; re-running the sweep later picks it up. A SIGTERM/SIGINT stops the sweep after the current
 run saved a checkpoint (the trainer's Interrupted); a failed checkpoint save (e.g. a
 full disk) and a run workdir holding another config also stop it.
 """
@@ -36,6 +40,7 @@ from rnnvision.sweep.io import read_json, write_json
 from rnnvision.train import build_task, loop
 from rnnvision.train.checkpoint import CheckpointSaveError
 from rnnvision.train.interrupt import Interrupted
+from rnnvision.train.lock import WorkdirBusyError, WorkdirLock
 from rnnvision.train.workdir import ConfigMismatchError
 
 STATUS_FILE = "sweep_run.json"
@@ -76,10 +81,10 @@ def _count(config) -> int | None:
         return None
 
 
-def _train(config, workdir: str) -> dict[str, Any]:
+def _train(config, workdir: str, lock: WorkdirLock) -> dict[str, Any]:
     """loop.run, its outcome as status fields; re-raises what must stop the sweep."""
     try:
-        results = loop.run(config, workdir)
+        results = loop.run(config, workdir, lock=lock)
         return {"status": "done", "final_step": int(results.get("step", config.train.num_steps))}
     except loop.NonFiniteError as e:
         return {"status": "diverged", "reason": str(e), "diverged_step": e.step,
@@ -95,12 +100,23 @@ def _train(config, workdir: str) -> dict[str, Any]:
 
 def run_one(run: Run, config, root: str, *, shard: str = "0/1",
             after_run: AfterRun | None = None, num_params: int | None = None) -> dict[str, Any]:
-    """Runs (or resumes, or skips when final) one run; returns its status record."""
+    """Runs (or resumes, or skips when final) one run; returns its status record
+    (status "held", not written, when another process holds the run's workdir)."""
     workdir = run.workdir(root)
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        with WorkdirLock(workdir) as lock:
+            return _run_one_held(run, config, workdir, lock, shard, after_run, num_params)
+    except WorkdirBusyError as e:
+        return {"point": run.point.name, "values": dict(run.point.values), "seed": run.seed,
+                "status": "held", "reason": str(e), "wall_seconds": 0.0}
+
+
+def _run_one_held(run: Run, config, workdir: str, lock: WorkdirLock, shard: str,
+                  after_run: AfterRun | None, num_params: int | None) -> dict[str, Any]:
     previous = read_status(workdir)
     if previous.get("status") in FINAL:
         return previous
-    os.makedirs(workdir, exist_ok=True)
     record = {"point": run.point.name, "values": dict(run.point.values), "seed": run.seed,
               "config_seed": int(config.seed), "shard": shard,
               "start_step": checkpoint_step(workdir),
@@ -110,7 +126,7 @@ def run_one(run: Run, config, root: str, *, shard: str = "0/1",
                                                    "wall_seconds": spent})
     t0 = time.perf_counter()
     try:
-        record.update(_train(config, workdir))
+        record.update(_train(config, workdir, lock))
     except Interrupted:
         record.update(status="running", wall_seconds=spent + time.perf_counter() - t0)
         write_json(os.path.join(workdir, STATUS_FILE), record)
@@ -165,20 +181,24 @@ def run_shard(all_runs: Sequence[Run], config_for: Callable[[Run], Any], root: s
     log(f"sweep: {len(all_runs)} runs, {len(mine)} in shard {shard}: "
         f"{len(mine) - len(todo)} finished earlier (skipped), {len(todo)} to run")
     params: dict[str, int] = {}  # per grid point: computed once
-    spent = 0.0
+    spent, held = 0.0, {}
     for j, run in enumerate(todo):
         log(f"sweep: starting {run.label} ({j + 1}/{len(todo)} of this shard's runs to go)")
         before = read_status(run.workdir(root)).get("wall_seconds", 0.0)
         record = run_one(run, config_for(run), root, shard=shard,
                          after_run=after_run(run) if after_run else None,
                          num_params=params.get(run.point.name))
+        if record["status"] == "held":
+            held[run.label] = record
+            log(f"sweep: skipped {run.label}: {record['reason']}")
+            continue
         if record.get("num_params") is not None:
             params[run.point.name] = record["num_params"]
         spent += record["wall_seconds"] - before
         outcome = record["status"] + (f" ({record['reason']})" if record.get("reason") else "")
         log(progress_line(all_runs, root, j + 1, len(todo), spent / (j + 1),
                           f"{run.label}: {outcome} in {_duration(record['wall_seconds'])}"))
-    return [read_status(run.workdir(root)) for run in mine]
+    return [held.get(run.label) or read_status(run.workdir(root)) for run in mine]
 
 
 def use_compilation_cache(directory: str) -> None:

@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.nonfinite = "stop"        # on a NaN/Inf loss or gradient: "stop" or "skip" the update
     c.train.progress = True           # progress bar (steps/s, ETA, loss) on stderr
     c.train.force_resume = False      # resume even if model/data fields differ from the workdir's
+    c.train.restart_if_corrupt = False  # no checkpoint verifies: False = stop (exit 2), True = step 0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"        # one of OPTIMIZERS
@@ -81,6 +82,7 @@ _RULES: list[Rule] = [
     ("train.checkpoint_every", int_at_least(1), "an integer >= 1"),
     ("train.keep_checkpoints", int_at_least(1), "an integer >= 1"),
     ("train.nonfinite", one_of(NONFINITE_POLICIES), f"one of {NONFINITE_POLICIES}"),
+    ("train.restart_if_corrupt", lambda v: isinstance(v, bool), "True or False"),
     ("optim.optimizer", one_of(OPTIMIZERS), f"one of {OPTIMIZERS}"),
     ("optim.learning_rate", finite_number(0.0), "a finite number > 0"),
     ("optim.schedule", one_of(SCHEDULES), f"one of {SCHEDULES}"),

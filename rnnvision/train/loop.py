@@ -2,8 +2,9 @@
 
     train -> (periodic eval, checkpoints, metrics) -> final eval -> results.json, figures
 
-Re-running with the same workdir resumes from the latest checkpoint; at the
-final step it only evaluates. The loop knows nothing of any particular task.
+Re-running with the same workdir resumes from the newest checkpoint that verifies
+(`rnnvision.train.checkpoint`); at the final step it only evaluates. One run at a time
+holds a workdir (`rnnvision.train.lock`). The loop knows nothing of any particular task.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rnnvision.tasks import Capability, Task
 from rnnvision.train import checkpoint, config as config_lib, optim, parallel, state as state_lib
 from rnnvision.train import workdir as workdir_lib
 from rnnvision.train.interrupt import Interrupted, StopOnSignal
+from rnnvision.train.lock import WorkdirLock
 from rnnvision.train.progress import Progress
 from rnnvision.train.step import make_train_step
 from rnnvision.train.writer import MetricWriter, read_jsonl, write_json
@@ -55,45 +57,62 @@ def build_task(config) -> Task:
     return tasks.build(config, config_lib.time_loop(config))
 
 
-def run(config, workdir: str) -> dict[str, Any]:
+def run(config, workdir: str, lock: WorkdirLock | None = None) -> dict[str, Any]:
     """Trains (or resumes) and evaluates; returns the final results dict."""
-    return train_and_evaluate(config, workdir)[1]
+    return train_and_evaluate(config, workdir, lock)[1]
 
 
-def train_and_evaluate(config, workdir: str) -> tuple[state_lib.TrainState, dict[str, Any]]:
-    """`run`, also returning the final TrainState (on the host)."""
+def train_and_evaluate(config, workdir: str, lock: WorkdirLock | None = None
+                       ) -> tuple[state_lib.TrainState, dict[str, Any]]:
+    """`run`, also returning the final TrainState (on the host).
+
+    The workdir is held (`rnnvision.train.lock`) for the whole run, from before the
+    task loads its data, so a second run on it is refused at once; `lock`: one the
+    caller already holds on `workdir` (the sweep's), used instead of taking it again.
+    """
     import_extra_modules(config.extra_imports)
     parallel.initialize_distributed(config.distributed)
     dp = parallel.DataParallel()
     config_lib.validate(config, dp.num_global)
-    task = build_task(config)
     is_main = dp.process_index == 0
-    workdir_lib.prepare(workdir, config.to_dict(), config.train.force_resume, write=is_main,
-                        safe=workdir_lib.RESUME_SAFE + tuple(task.resume_safe_fields))
-    task.attach_workdir(workdir, is_main)
+    with workdir_lib.hold(workdir, is_main, dp.process_count, held=lock):
+        task = build_task(config)
+        return _resume_and_run(config, workdir, task, dp, is_main)
 
+
+def _resume_and_run(config, workdir: str, task: Task, dp: parallel.DataParallel, is_main: bool):
+    """Checks the workdir against the config, restores the newest verified checkpoint,
+    trains and evaluates. config.json is written only once every check has passed."""
+    workdir_lib.check_config(workdir, config.to_dict(), config.train.force_resume,
+                             safe=workdir_lib.RESUME_SAFE + tuple(task.resume_safe_fields))
+    task.attach_workdir(workdir, is_main)
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
     rng = jax.random.key(config.seed)
     stream = initial_stream(task, dp, config.train.batch_size)
     train_state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx, stream)
-    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-    start = ckpt.latest_step() or 0
-    if start:
-        train_state = ckpt.restore(start, train_state)
-        logging.warning("resuming from the checkpoint at step %d in %s", start, ckpt.directory)
-    writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
-    apply = dp.make_apply()
+    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, write=is_main,
+                                   process_count=dp.process_count)
     try:
-        trained = start < config.train.num_steps
-        if trained:
-            train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply)
-        # A re-run of a finished workdir only evaluates: results.json and figures are
-        # rewritten, and metrics.jsonl gets the final eval row only if it lacks it (the
-        # run that saved the last checkpoint was killed before writing it).
-        final_writer = writer if trained or not _has_eval_row(writer.rows, start) else None
-        results = _final_eval(task, train_state, apply, workdir, final_writer, is_main)
+        start, train_state = ckpt.restore_latest(train_state, config.train.restart_if_corrupt)
+        if start:
+            logging.warning("resuming from the checkpoint at step %d in %s", start, ckpt.directory)
+        if is_main:
+            workdir_lib.write_config(workdir, config.to_dict())
+        writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
+        apply = dp.make_apply()
+        try:
+            trained = start < config.train.num_steps
+            if trained:
+                train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer,
+                                     apply)
+            # A re-run of a finished workdir only evaluates: results.json and figures are
+            # rewritten, and metrics.jsonl gets the final eval row only if it lacks it (the
+            # run that saved the last checkpoint was killed before writing it).
+            final_writer = writer if trained or not _has_eval_row(writer.rows, start) else None
+            results = _final_eval(task, train_state, apply, workdir, final_writer, is_main)
+        finally:
+            writer.close()
     finally:
-        writer.close()
         ckpt.close()
     return train_state, results
 
@@ -148,6 +167,11 @@ def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
 
 def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> None:
     if metrics["finite"]:
+        if not math.isfinite(metrics["param_norm"]):  # the step kept only finite parameters
+            logging.log_every_n_seconds(
+                logging.WARNING, "step %d: the parameters are finite but their global norm "
+                "exceeds the float32 range (~3.4e38), so param_norm is logged as inf: the run "
+                "is diverging (lower optim.learning_rate, or clip)", 60, step)
         return
     if not math.isfinite(metrics["loss"]):
         quantity, value = "loss", metrics["loss"]

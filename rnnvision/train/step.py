@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from rnnvision.train.norms import global_norm
 from rnnvision.train.state import TrainState
 
 # loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
@@ -69,7 +70,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         metrics = dict(aux, loss=loss, grad_norm=grad_norm, clipped_grad_norm=clipped_norm,
                        clipped=(clipped_norm < grad_norm * (1 - 1e-6)).astype(jnp.float32),
                        update_norm=update_norm,
-                       param_norm=optax.global_norm(new_state.params),
+                       param_norm=global_norm(new_state.params),  # no float32 overflow
                        finite=finite.astype(jnp.float32))
         return new_state, metrics
 

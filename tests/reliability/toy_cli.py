@@ -12,15 +12,22 @@ without them to resume:
   RELIABILITY_KILL_IN_SAVE=K
       SIGKILL this process inside orbax's commit of the checkpoint of step K
       (all arrays written, the temporary directory not yet renamed).
+  RELIABILITY_STUCK_THREAD=1, RELIABILITY_EXIT_GRACE=SECONDS
+      start a non-daemon thread that never ends (as a library's stuck worker would),
+      and give the CLI's exit watchdog SECONDS instead of its default: the process must
+      still end, with the CLI's exit code.
 """
 
 import os
 import signal
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "train"))
+REPO = os.path.dirname(os.path.dirname(HERE))
+# This checkout's rnnvision, not whichever one is installed; the toy task from tests/train.
+sys.path[:0] = [REPO, os.path.join(os.path.dirname(HERE), "train")]
 # tensorboardX tries `import torch` (~10 s on a busy machine); these runs do not need it.
 sys.modules.setdefault("torch", None)
 
@@ -55,7 +62,15 @@ def _kill_in_checkpoint_commit(step: int) -> None:
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
 
+def _start_stuck_thread() -> None:
+    threading.Thread(target=threading.Event().wait, name="stuck", daemon=False).start()
+
+
 if __name__ == "__main__":
+    if os.environ.get("RELIABILITY_STUCK_THREAD"):
+        _start_stuck_thread()
+    if "RELIABILITY_EXIT_GRACE" in os.environ:
+        cli.EXIT_GRACE_SECONDS = float(os.environ["RELIABILITY_EXIT_GRACE"])
     if "RELIABILITY_PAUSE_AT" in os.environ:
         _pause_before_step(int(os.environ["RELIABILITY_PAUSE_AT"]), os.environ["RELIABILITY_GATE"])
     if "RELIABILITY_KILL_IN_SAVE" in os.environ:

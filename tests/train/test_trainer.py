@@ -165,3 +165,49 @@ def test_batch_not_divisible_by_devices_is_rejected():
     from rnnvision.train.config import validate
     with pytest.raises(ConfigError, match=r"train\.batch_size=10 .*multiple of the device count \(4\)"):
         validate(toy_task.get_config(**{"train.batch_size": 10}), num_devices=4)
+
+
+# -- parameter norms ----------------------------------------------------------------------
+
+def test_global_norm_does_not_overflow_float32():
+    from rnnvision.train.norms import global_norm
+
+    jnp = jax.numpy
+    big = {"a": jnp.full((3,), 1e20, jnp.float32), "b": jnp.array([3e19, -4e19], jnp.float32)}
+    exact = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in big.values()))
+    assert not np.isfinite(optax.global_norm(big))  # squaring first overflows
+    np.testing.assert_allclose(global_norm(big), exact, rtol=1e-6)
+    small = {"w": jax.random.normal(jax.random.key(0), (7, 5)), "b": jnp.arange(3.0)}
+    np.testing.assert_allclose(global_norm(small), optax.global_norm(small), rtol=1e-6)
+    assert global_norm({"a": jnp.full((2,), 3e38, jnp.float32)}) == np.inf  # 4.2e38 > max
+    assert np.isnan(global_norm({"a": jnp.array([1.0, jnp.nan])}))
+    assert global_norm({"a": jnp.array([1.0, -jnp.inf])}) == np.inf
+    assert global_norm({}) == 0 and global_norm({"a": jnp.zeros(3)}) == 0
+
+
+def _with_a_constant_param(monkeypatch, value: float) -> None:
+    """The toy task with an extra parameter the loss ignores (its update stays 0)."""
+    class Task(toy_task.ToySumTask):
+        def init_params(self, rng):
+            return {**super().init_params(rng), "big": jax.numpy.full((2,), value)}
+
+    monkeypatch.setattr(loop.tasks, "build", Task)
+
+
+def test_huge_but_finite_parameters_get_a_finite_norm(tmp_path, monkeypatch, caplog):
+    _with_a_constant_param(monkeypatch, 1e20)  # squares overflow float32, the norm does not
+    with caplog.at_level("WARNING"):
+        loop.run(toy_task.get_config(), str(tmp_path / "run"))
+    norms = [r["param_norm"] for r in _rows(str(tmp_path / "run")) if "param_norm" in r]
+    np.testing.assert_allclose(norms, np.sqrt(2) * 1e20, rtol=1e-5)
+    assert not [r for r in caplog.records if "param_norm" in r.getMessage()]
+
+
+def test_an_unrepresentable_norm_of_finite_parameters_is_reported(tmp_path, monkeypatch, caplog):
+    _with_a_constant_param(monkeypatch, 3e38)  # each finite, the norm (4.2e38) is not
+    with caplog.at_level("WARNING"):
+        state, _ = loop.train_and_evaluate(toy_task.get_config(), str(tmp_path / "run"))
+    assert all(np.isfinite(x).all() for x in _params(state))
+    assert {r["param_norm"] for r in _rows(str(tmp_path / "run")) if "param_norm" in r} == {"inf"}
+    (warning,) = [r.getMessage() for r in caplog.records if "param_norm" in r.getMessage()]
+    assert "step 1: the parameters are finite but their global norm exceeds the float32" in warning

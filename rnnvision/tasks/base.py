@@ -140,7 +140,10 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def train_batch(self, step: int, rows: slice) -> dict[str, np.ndarray]:
-        """Rows `rows` of the global training batch number `step` (deterministic)."""
+        """Rows `rows` of the global training batch number `step` (deterministic).
+
+        Called from the trainer's prefetch thread, in step order, ahead of use: it must
+        not share mutable state with the other methods (a cache of its own is fine)."""
 
     @abc.abstractmethod
     def evaluate(self, params: Params, apply: Apply) -> dict[str, float]:

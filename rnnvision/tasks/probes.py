@@ -126,9 +126,12 @@ class ProbeTask(Task):
 
     # -- evaluation ------------------------------------------------------------------
     def _eval_metrics(self, params, batch):
-        """Full BPTT is irrelevant here (no gradient); the task's loop options still apply."""
+        """Per-example loss and metrics (rows: `apply` drops the padding rows). Full BPTT is
+        irrelevant here (no gradient); the task's loop options still apply."""
         ys = self.model.outputs(params, batch["x"])
-        loss, metrics = self.last_step_loss(params, ys[:, -1], batch)
+        one = lambda y, row: self.last_step_loss(  # noqa: E731 -- a batch of one example
+            params, y[None], jax.tree.map(lambda v: v[None], row))
+        loss, metrics = jax.vmap(one)(ys[:, -1], batch)
         return dict(metrics, loss=loss)
 
     def evaluate(self, params, apply: Apply) -> dict[str, float]:

@@ -14,11 +14,18 @@ import ml_collections
 
 from rnnvision.config_checks import ConfigError, Rule, check, finite_number, int_at_least, one_of
 from rnnvision.recurrence import IMPLS, TimeLoop
+from rnnvision.train.parallel import MODES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine")
 CLIP_METHODS = ("none", "global_norm", "value", "adaptive")
 NONFINITE_POLICIES = ("stop", "skip")
+PARALLEL_MODES = MODES
+# Trainer fields that may change between a run and its resumption, besides
+# rnnvision.train.workdir.RESUME_SAFE: they change neither the model, nor the data, nor
+# the objective (the parallel mode changes the update only by float rounding and, for a
+# loss that draws random numbers, the keys, as a different device count does).
+RESUME_SAFE = ("train.parallel", "train.profile_steps")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.progress = True           # progress bar (steps/s, ETA, loss) on stderr
     c.train.force_resume = False      # resume even if model/data fields differ from the workdir's
     c.train.restart_if_corrupt = False  # no checkpoint verifies: False = stop (exit 2), True = step 0
+    c.train.parallel = "jit"          # data parallelism: "jit" (sharded jit over a device mesh) or "pmap"
+    c.train.profile_steps = ""        # "first:last": a jax.profiler trace of those steps in WORKDIR/profile
 
     c.optim = ml_collections.ConfigDict()
     c.optim.optimizer = "adam"        # one of OPTIMIZERS
@@ -83,6 +92,7 @@ _RULES: list[Rule] = [
     ("train.keep_checkpoints", int_at_least(1), "an integer >= 1"),
     ("train.nonfinite", one_of(NONFINITE_POLICIES), f"one of {NONFINITE_POLICIES}"),
     ("train.restart_if_corrupt", lambda v: isinstance(v, bool), "True or False"),
+    ("train.parallel", one_of(PARALLEL_MODES), f"one of {PARALLEL_MODES}"),
     ("optim.optimizer", one_of(OPTIMIZERS), f"one of {OPTIMIZERS}"),
     ("optim.learning_rate", finite_number(0.0), "a finite number > 0"),
     ("optim.schedule", one_of(SCHEDULES), f"one of {SCHEDULES}"),
@@ -96,6 +106,7 @@ _RULES: list[Rule] = [
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Checks the shared fields; `num_devices` is the global device count."""
     check(config, _RULES)
+    profile_range(config.train.profile_steps)
     if config.optim.clip.method != "none":
         check(config, [("optim.clip.threshold", finite_number(0.0), "a finite number > 0 when clipping")])
     if config.train.batch_size % num_devices:
@@ -104,6 +115,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if config.optim.warmup_steps >= config.train.num_steps and config.optim.schedule == "warmup_cosine":
         raise ConfigError("optim.warmup_steps", config.optim.warmup_steps,
                           f"fewer than train.num_steps ({config.train.num_steps})")
+
+
+def profile_range(spec) -> tuple[int, int] | None:
+    """train.profile_steps "first:last" -> (first, last), 1 <= first <= last; "" -> None."""
+    if spec == "":
+        return None
+    allowed = '"" (no profile) or "first:last", step numbers with 1 <= first <= last'
+    parts = spec.split(":") if isinstance(spec, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError("train.profile_steps", spec, allowed)
+    first, last = (int(p) for p in parts)
+    if not 1 <= first <= last:
+        raise ConfigError("train.profile_steps", spec, allowed)
+    return first, last
 
 
 def time_loop(config: ml_collections.ConfigDict) -> TimeLoop:

@@ -9,6 +9,7 @@ holds a workdir (`rnnvision.train.lock`). The loop knows nothing of any particul
 
 from __future__ import annotations
 
+import collections
 import importlib
 import math
 import os
@@ -23,12 +24,17 @@ from rnnvision import tasks
 from rnnvision.config_checks import ConfigError
 from rnnvision.tasks import Capability, Task
 from rnnvision.train import checkpoint, config as config_lib, optim, parallel, state as state_lib
-from rnnvision.train import workdir as workdir_lib
+from rnnvision.train import window, workdir as workdir_lib
 from rnnvision.train.interrupt import Interrupted, StopOnSignal
 from rnnvision.train.lock import WorkdirLock
+from rnnvision.train.prefetch import Prefetcher
+from rnnvision.train.profiling import StepProfiler
 from rnnvision.train.progress import Progress
 from rnnvision.train.step import make_train_step
 from rnnvision.train.writer import MetricWriter, read_jsonl, write_json
+
+PREFETCH_BATCHES = 2      # batches built and placed on the devices ahead of their step
+MAX_STEPS_IN_FLIGHT = 4   # steps dispatched but not finished before the host waits
 
 
 class NonFiniteError(FloatingPointError):
@@ -72,7 +78,7 @@ def train_and_evaluate(config, workdir: str, lock: WorkdirLock | None = None
     """
     import_extra_modules(config.extra_imports)
     parallel.initialize_distributed(config.distributed)
-    dp = parallel.DataParallel()
+    dp = parallel.make(config.train.parallel)
     config_lib.validate(config, dp.num_global)
     is_main = dp.process_index == 0
     with workdir_lib.hold(workdir, is_main, dp.process_count, held=lock):
@@ -84,7 +90,8 @@ def _resume_and_run(config, workdir: str, task: Task, dp: parallel.DataParallel,
     """Checks the workdir against the config, restores the newest verified checkpoint,
     trains and evaluates. config.json is written only once every check has passed."""
     workdir_lib.check_config(workdir, config.to_dict(), config.train.force_resume,
-                             safe=workdir_lib.RESUME_SAFE + tuple(task.resume_safe_fields))
+                             safe=workdir_lib.RESUME_SAFE + config_lib.RESUME_SAFE
+                             + tuple(task.resume_safe_fields))
     task.attach_workdir(workdir, is_main)
     tx = optim.make_optimizer(config.optim, config.train.num_steps)
     rng = jax.random.key(config.seed)
@@ -104,7 +111,7 @@ def _resume_and_run(config, workdir: str, task: Task, dp: parallel.DataParallel,
             trained = start < config.train.num_steps
             if trained:
                 train_state = _train(config, task, dp, tx, rng, train_state, start, ckpt, writer,
-                                     apply)
+                                     apply, workdir)
             # A re-run of a finished workdir only evaluates: results.json and figures are
             # rewritten, and metrics.jsonl gets the final eval row only if it lacks it (the
             # run that saved the last checkpoint was killed before writing it).
@@ -129,40 +136,109 @@ def initial_stream(task: Task, dp: parallel.DataParallel, global_batch_size: int
     return dp.stack_per_device(stream)
 
 
-def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply):
+def _train(config, task, dp, tx, rng, train_state, start, ckpt, writer, apply, workdir):
+    """Steps start+1 .. num_steps. The host never waits for a step: batches are built and
+    placed ahead by a thread, and metrics stay on the device until a read-back (every
+    log_every steps, and before an evaluation, a checkpoint or a stop), where the
+    non-finite policy is applied to every step since the previous one."""
     cfg = config.train
-    streaming = task.has(Capability.STREAMING)
-    step_fn = make_train_step(task.stream_loss if streaming else task.loss, tx,
-                              optim.make_clipper(config.optim.clip), parallel.AXIS,
-                              streaming=streaming)
-    p_step = dp.pmap_train_step(step_fn)
-    rep_state = dp.place_state(train_state)
-    rep_rng = dp.replicate(jax.random.key_data(jax.random.fold_in(rng, 1)))
     rows = dp.process_rows(cfg.batch_size)
-    window: list[dict] = []
-    last_saved = start or None
-    with StopOnSignal() as stop, Progress(cfg.num_steps, start, cfg.progress and dp.process_index == 0) as bar:
-        for step in range(start + 1, cfg.num_steps + 1):
-            batch = dp.shard(task.train_batch(step - 1, rows))
-            rep_state, metrics = p_step(rep_state, batch, rep_rng)
-            metrics = jax.tree.map(lambda m: float(np.asarray(m)[0]), metrics)
-            _check_finite(metrics, step, cfg.nonfinite, last_saved, writer)
-            window.append(metrics)
-            bar.update(step, metrics["loss"])
-            if step % cfg.log_every == 0 or step == cfg.num_steps:
-                writer.write(step, _summarize(window, bar.steps_per_second()))
-                window = []
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
-                params = dp.unreplicate(rep_state.params)
-                writer.write(step, {f"eval/{k}": v for k, v in task.evaluate(params, apply).items()})
+
+    def load(step: int) -> dict:
+        with jax.profiler.TraceAnnotation("train_batch"):
+            return dp.put_batch(task.train_batch(step - 1, rows))
+
+    host = _HostWindow(cfg, writer, start)
+    device = None
+    with Prefetcher(load, range(start + 1, cfg.num_steps + 1), PREFETCH_BATCHES) as batches, \
+            StopOnSignal() as stop, StepProfiler(cfg.profile_steps, workdir, dp.process_index,
+                                                 dp.process_count) as profiler, \
+            Progress(cfg.num_steps, start, cfg.progress and dp.process_index == 0) as bar:
+        for step, batch in batches:
+            if device is None:  # compiled for the shapes of the first batch
+                device = _DeviceSteps(config, task, dp, tx, rng, train_state, batch)
+            with profiler.step(step):
+                device.run(batch)
+            profiler.after(step, device.state)
             signum = stop.signum  # read once: a signal arriving after this is seen next step
-            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or signum:
-                ckpt.save(step, dp.host_state(rep_state))
-                last_saved = step
+            evaluate = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps
+            save = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or signum
+            # The first step is read back too: the progress line after it (compilation
+            # included) tells a user at once that the run is alive.
+            if save or evaluate or step % cfg.log_every == 0 or step == start + 1:
+                host.take(step, device.read(step), bar)
+            if evaluate:
+                params = dp.host_params(device.state.params)
+                writer.write(step, {f"eval/{k}": v for k, v in task.evaluate(params, apply).items()})
+            if save:
+                ckpt.save(step, dp.host_state(device.state))
+                host.last_saved = step
             if signum:
                 writer.flush()
                 raise Interrupted(signum, step)
-    return dp.host_state(rep_state)
+    return dp.host_state(device.state)
+
+
+class _DeviceSteps:
+    """The compiled train step, the state on the devices and the metrics buffer.
+
+    `run` dispatches a step without waiting for it (at most MAX_STEPS_IN_FLIGHT steps are
+    queued, so the host cannot run far ahead and hold many batches); `read` waits for
+    the last step and returns the metrics of the steps since the previous read.
+    """
+
+    def __init__(self, config, task, dp, tx, rng, train_state, first_batch):
+        streaming = task.has(Capability.STREAMING)
+        step_fn = make_train_step(task.stream_loss if streaming else task.loss, tx,
+                                  optim.make_clipper(config.optim.clip),
+                                  dp.step_axis(streaming), streaming=streaming)
+        self.dp = dp
+        self.state = dp.place_state(train_state)
+        self.rng = dp.replicate(jax.random.key_data(jax.random.fold_in(rng, 1)))
+        shapes = dp.metric_shapes(step_fn, streaming, self.state, first_batch, self.rng)
+        self.names, self.size = sorted(shapes), config.train.log_every
+        self.buffer = dp.replicate(window.empty(len(self.names), self.size))
+        record = window.recorder(self.names, self.size)
+        self._run = dp.compile_train_step(step_fn, streaming, record, self.state)
+        self.step = self._read = int(train_state.step)
+        self._in_flight: collections.deque = collections.deque()
+
+    def run(self, batch: dict) -> None:
+        self.state, self.buffer, done = self._run(self.state, self.buffer, batch, self.rng)
+        self.step += 1
+        self._in_flight.append(done)
+        if len(self._in_flight) > MAX_STEPS_IN_FLIGHT:
+            self._in_flight.popleft().block_until_ready()
+
+    def read(self, step: int) -> list[dict[str, float]]:
+        """The metrics of steps (previous read, step] (`step` is the last one run)."""
+        assert step == self.step, (step, self.step)
+        rows = self.dp.read(self.buffer)
+        self._in_flight.clear()
+        steps, self._read = range(self._read + 1, step + 1), step
+        return window.per_step(rows, self.names, steps)
+
+
+class _HostWindow:
+    """The host side of the metrics: per-step non-finite checks and summary rows."""
+
+    def __init__(self, cfg, writer: MetricWriter, start: int):
+        self.cfg, self.writer = cfg, writer
+        self.last_saved = start or None
+        self._next = start + 1  # the first step not yet taken
+        self._window: list[dict] = []
+
+    def take(self, step: int, metrics: list[dict], bar: Progress) -> None:
+        """Checks and collects the metrics of steps _next..step; writes a summary row at a
+        logging step."""
+        for s, m in zip(range(self._next, step + 1), metrics, strict=True):
+            _check_finite(m, s, self.cfg.nonfinite, self.last_saved, self.writer)
+            self._window.append(m)
+        self._next = step + 1
+        bar.update(step, metrics[-1]["loss"])
+        if step % self.cfg.log_every == 0 or step == self.cfg.num_steps:
+            self.writer.write(step, window.summarize(self._window, bar.steps_per_second()))
+            self._window = []
 
 
 def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> None:
@@ -190,15 +266,6 @@ def _check_finite(metrics: dict, step: int, policy: str, last_saved, writer) -> 
 
 def _has_eval_row(rows: list[dict], step: int) -> bool:
     return any(r.get("step") == step and any(k.startswith("eval/") for k in r) for r in rows)
-
-
-def _summarize(window: list[dict], steps_per_second: float) -> dict:
-    """Means over the logging window; `clipped` becomes the fraction of steps clipped."""
-    out = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-    out["skipped"] = float(sum(1 - m["finite"] for m in window))
-    out.pop("finite")
-    out["steps_per_second"] = steps_per_second
-    return out
 
 
 def _final_eval(task, train_state, apply, workdir, writer, is_main) -> dict:

@@ -7,7 +7,8 @@ environment variables only add faults, so a test can re-run the same command
 without them to resume:
 
   RELIABILITY_PAUSE_AT=K, RELIABILITY_GATE=PATH
-      before training step K, create PATH.waiting and wait until PATH exists:
+      before training step K (in the loop, once its batch is ready), create
+      PATH.waiting and wait until PATH exists:
       the test signals the run at a known step, then opens the gate.
   RELIABILITY_KILL_IN_SAVE=K
       SIGKILL this process inside orbax's commit of the checkpoint of step K
@@ -36,17 +37,22 @@ from rnnvision.train import cli  # noqa: E402
 
 
 def _pause_before_step(step: int, gate: str) -> None:
-    original = toy_task.ToySumTask.train_batch
+    # The pause is in the training loop's thread, when it takes the batch of `step`
+    # (batches are built ahead, in the prefetch thread, so train_batch is too early).
+    from rnnvision.train import prefetch
 
-    def train_batch(self, index, rows):
-        if index == step - 1:  # the batch of step `step` (batches are 0-based)
+    original = prefetch.Prefetcher.__next__
+
+    def next_batch(self):
+        item = original(self)
+        if item[0] == step:
             open(gate + ".waiting", "w").close()
             deadline = time.monotonic() + 600
             while not os.path.exists(gate) and time.monotonic() < deadline:
                 time.sleep(0.01)
-        return original(self, index, rows)
+        return item
 
-    toy_task.ToySumTask.train_batch = train_batch
+    prefetch.Prefetcher.__next__ = next_batch
 
 
 def _kill_in_checkpoint_commit(step: int) -> None:

@@ -1,8 +1,12 @@
-"""The trainer on a toy task: clipping, non-finite policy, resume, config checks."""
+"""The trainer on a toy task: clipping, metrics read back in windows, non-finite policy,
+resume, profiling, config checks."""
 
 from __future__ import annotations
 
+import glob
+import gzip
 import json
+import math
 import os
 import sys
 
@@ -105,11 +109,13 @@ def test_adaptive_clipping_is_unitwise_agc_on_every_leaf():
     assert clipped == {"b": [True], "w": [False, True, False, True], "kernel": [False, True]}
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    full, _ = loop.train_and_evaluate(toy_task.get_config(), str(tmp_path / "full"))
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_resume_equals_uninterrupted_run(tmp_path, mode):
+    config = lambda **kw: toy_task.get_config(**{"train.parallel": mode, **kw})
+    full, _ = loop.train_and_evaluate(config(), str(tmp_path / "full"))
     half = str(tmp_path / "half")
-    loop.run(toy_task.get_config(**{"train.num_steps": 4}), half)
-    resumed, results = loop.train_and_evaluate(toy_task.get_config(), half)
+    loop.run(config(**{"train.num_steps": 4}), half)
+    resumed, results = loop.train_and_evaluate(config(), half)
     for a, b in zip(_params(full), _params(resumed)):
         np.testing.assert_array_equal(a, b)
     steps = [r["step"] for r in _rows(half) if "loss" in r]
@@ -118,8 +124,90 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
     # At the final step a re-run only evaluates: same results, no new metrics rows.
     before = _rows(half)
-    _, again = loop.train_and_evaluate(toy_task.get_config(), half)
+    _, again = loop.train_and_evaluate(config(), half)
     assert again["mse"] == results["mse"] and _rows(half) == before
+
+
+# -- metrics read back in windows: the rows a read-back after every step gives ------------
+
+def _per_step_reference(config):
+    """A plain loop over the compiled step, reading every step's metrics back: the
+    summary rows {step: row} (without steps_per_second) and the final state."""
+    task = build_task(config)
+    tx = optim.make_optimizer(config.optim, config.train.num_steps)
+    step_fn = jax.jit(make_train_step(task.loss, tx, optim.make_clipper(config.optim.clip)))
+    rng = jax.random.key(config.seed)
+    state = state_lib.create(task.init_params(jax.random.fold_in(rng, 0)), tx)
+    rows, window = {}, []
+    for step in range(1, config.train.num_steps + 1):
+        batch = task.train_batch(step - 1, slice(None))
+        state, metrics = step_fn(state, batch, jax.random.fold_in(rng, 1))
+        window.append({k: float(v) for k, v in metrics.items()})
+        if step % config.train.log_every == 0 or step == config.train.num_steps:
+            row = {k: float(np.mean([m[k] for m in window])) for k in window[0] if k != "finite"}
+            row["skipped"] = float(sum(m["finite"] == 0 for m in window))
+            rows[step], window = row, []
+    return rows, state
+
+
+def _summary_rows(workdir) -> dict[int, dict]:
+    """{step: row} of the training rows, "nan"/"inf" strings as floats, no timing."""
+    parse = lambda v: float(v) if isinstance(v, str) else v
+    return {r["step"]: {k: parse(v) for k, v in r.items() if k not in ("step", "steps_per_second")}
+            for r in _rows(workdir) if "steps_per_second" in r}
+
+
+def _assert_rows_equal(rows: dict, reference: dict) -> None:
+    assert sorted(rows) == sorted(reference)
+    for step, ref in reference.items():
+        assert sorted(rows[step]) == sorted(ref), step
+        for k in ref:
+            assert math.isclose(rows[step][k], ref[k], rel_tol=1e-5, abs_tol=1e-7) or (
+                math.isnan(rows[step][k]) and math.isnan(ref[k])), (step, k, rows[step][k], ref[k])
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_metrics_read_back_in_windows_equal_a_read_back_every_step(tmp_path, mode):
+    # Read-backs at steps 3 (log), 4 (checkpoint), 6 (log), 8 (checkpoint): windows cut
+    # in two by a checkpoint, and a last one shorter than log_every.
+    config = toy_task.get_config(**{"train.num_steps": 8, "train.log_every": 3,
+                                    "train.checkpoint_every": 4, "train.parallel": mode})
+    state, _ = loop.train_and_evaluate(config, str(tmp_path))
+    reference, ref_state = _per_step_reference(config)
+    _assert_rows_equal(_summary_rows(str(tmp_path)), reference)
+    for a, b in zip(_params(state), _params(ref_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert 0 < reference[3]["clipped"] < 1  # a fraction: some steps clipped, some not
+
+
+def test_nonfinite_skip_mid_window_counts_like_a_read_back_every_step(tmp_path):
+    config = toy_task.get_config(**{"model.nan_at_step": 5, "train.nonfinite": "skip",
+                                    "train.log_every": 4})  # NaN at step 6, window 5..8
+    state, results = loop.train_and_evaluate(config, str(tmp_path))
+    reference, ref_state = _per_step_reference(config)
+    rows = _summary_rows(str(tmp_path))
+    _assert_rows_equal(rows, reference)
+    assert [rows[s]["skipped"] for s in (4, 8)] == [0, 1] and math.isnan(rows[8]["loss"])
+    assert results["skipped_updates"] == 1 and int(state.step) == 8
+    for a, b in zip(_params(state), _params(ref_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert np.isfinite(a).all()
+
+
+def test_nonfinite_stop_mid_window_names_the_step_and_saves_nothing_after_it(tmp_path):
+    # NaN at step 6; read-backs at 4 (checkpoint), 5 (log), 8 (checkpoint): the run goes
+    # on to step 8 before it sees the NaN, and must not save the checkpoint of step 8.
+    workdir = str(tmp_path / "run")
+    config = toy_task.get_config(**{"model.nan_at_step": 5, "train.log_every": 5,
+                                    "train.num_steps": 12})
+    with pytest.raises(loop.NonFiniteError, match=r"step 6: non-finite loss") as info:
+        loop.run(config, workdir)
+    assert info.value.step == 6 and info.value.quantity == "loss"
+    assert "The last checkpoint (step 4) is intact" in str(info.value)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4"]
+    rows = _rows(workdir)
+    assert [r["step"] for r in rows] == [5, 6]  # the window up to 5, then the step of the NaN
+    assert rows[1]["loss"] == "nan" and rows[1]["finite"] == 0.0
 
 
 def test_nonfinite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
@@ -154,6 +242,8 @@ def test_changed_model_config_refuses_to_resume(tmp_path):
     ("train.truncation", -1), ("optim.clip.threshold", 0.0), ("optim.clip.threshold", -2.0),
     ("train.batch_size", 0), ("optim.learning_rate", 0.0), ("optim.clip.method", "norm"),
     ("train.nonfinite", "ignore"), ("optim.optimizer", "adamax"), ("seed", -3),
+    ("train.parallel", "shard_map"), ("train.profile_steps", "5:3"),
+    ("train.profile_steps", "0:2"), ("train.profile_steps", "3"), ("train.profile_steps", "a:b"),
 ])
 def test_bad_config_values_are_rejected_naming_the_field(tmp_path, field, value):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -211,3 +301,23 @@ def test_an_unrepresentable_norm_of_finite_parameters_is_reported(tmp_path, monk
     assert {r["param_norm"] for r in _rows(str(tmp_path / "run")) if "param_norm" in r} == {"inf"}
     (warning,) = [r.getMessage() for r in caplog.records if "param_norm" in r.getMessage()]
     assert "step 1: the parameters are finite but their global norm exceeds the float32" in warning
+
+
+def test_profile_steps_write_a_trace_of_those_steps(tmp_path):
+    workdir = str(tmp_path / "run")
+    loop.run(toy_task.get_config(**{"train.profile_steps": "3:5"}), workdir)
+    runs = glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*"))
+    assert len(runs) == 1  # one trace, in TensorBoard's profile layout
+    assert glob.glob(os.path.join(runs[0], "*.xplane.pb"))
+    with gzip.open(os.path.join(runs[0], "perfetto_trace.json.gz")) as f:
+        events = json.load(f)["traceEvents"]
+    steps = sorted({int(e["args"]["step_num"]) for e in events
+                    if e.get("name") == "train" and "step_num" in e.get("args", {})})
+    assert steps == [3, 4, 5]
+    assert any(e.get("name") == "train_batch" for e in events)  # the prefetch thread's work
+
+
+def test_profile_range_reads_first_and_last_step():
+    from rnnvision.train.config import profile_range
+    assert profile_range("") is None and profile_range("2:2") == (2, 2)
+    assert profile_range("10:15") == (10, 15)

@@ -1,7 +1,8 @@
 """A tiny task for trainer tests: predict the running sum of a random sequence's first feature.
 
-Registered as "toy_sum". Data are a pure function of (seed, step), like every
-rnnvision task, so resumed and multi-device runs can be compared exactly.
+Registered as "toy_sum", and as "toy_stream": the same with the LSTM's carry kept across
+optimizer steps (Capability.STREAMING). Data are a pure function of (seed, step), like
+every rnnvision task, so resumed and multi-device runs can be compared exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from rnnvision import cells, tasks
-from rnnvision.tasks.base import Task
+from rnnvision.tasks.base import Capability, Task
 from rnnvision.config_checks import set_field
 from rnnvision.train.config import base_config
 
@@ -23,7 +24,7 @@ def get_config(**overrides) -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "toy_sum"
     c.model = ml_collections.ConfigDict({"cell": "lstm", "hidden_size": 8, "nan_at_step": -1,
-                                         "inf_grad_at_step": -1})
+                                         "inf_grad_at_step": -1, "noise": 0.0})
     c.train.num_steps, c.train.batch_size = 8, 8
     c.train.log_every, c.train.checkpoint_every = 2, 4
     c.train.progress = False
@@ -71,7 +72,12 @@ class ToySumTask(Task):
         return ys @ params["w"]
 
     def loss(self, params, batch, rng):
-        pred = self.predict(params, batch)
+        return self.loss_of(self.predict(params, batch), batch, rng)
+
+    def loss_of(self, pred, batch, rng):
+        """The loss of predictions (B, T); model.noise > 0 adds noise drawn from `rng`."""
+        if self.config.model.noise:
+            pred = pred + self.config.model.noise * jax.random.normal(rng, pred.shape)
         # Fault injection for tests: an inf gradient with a finite loss at one chosen step
         # (batch index, as for nan_at_step), ...
         pred = _inf_grad_if(pred, (batch["step"][0] == self.config.model.inf_grad_at_step)
@@ -92,4 +98,21 @@ class ToySumTask(Task):
         return {"mse": float(np.mean((pred - b["y"]) ** 2))}
 
 
+class ToyStreamTask(ToySumTask):
+    """ToySumTask whose LSTM starts each step from the carry the previous step ended with
+    (one carry per example row, no gradient through it)."""
+
+    capabilities = frozenset({Capability.STREAMING})
+
+    def init_stream(self, batch_size):
+        params = self.cell.init(jax.random.key(0), (FEATURES,))
+        return jax.device_get(self.cell.initial_carry(params, (batch_size, FEATURES)))
+
+    def stream_loss(self, params, batch, rng, stream):
+        carry, ys = self.time_loop.run(self.cell, params["cell"], stream, batch["x"])
+        loss, metrics = self.loss_of(ys @ params["w"], batch, rng)
+        return loss, (metrics, jax.lax.stop_gradient(carry))
+
+
 tasks.register("toy_sum", f"{__name__}:ToySumTask")
+tasks.register("toy_stream", f"{__name__}:ToyStreamTask")

@@ -4,8 +4,9 @@
 `impl="scan"` pins the generic `lax.scan` for the same call (itself tested
 against explicit Python loops in test_recurrence.py). Values and gradients
 (params, inputs, initial carry) must agree to float32 rounding, for every
-option of the loop and every padding of the input convolution. The PyTorch
-ConvLSTM of the speed benchmark is checked to compute the same function.
+option of the loop and every padding of the input convolution, with the
+convolutions computed in space ("direct") and through the FFT ("fourier"). The
+PyTorch ConvLSTM of the speed benchmark is checked to compute the same function.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def loss_fn(cell, weights, **opts):
     return loss
 
 
+def force_convolutions(monkeypatch, mode):
+    """Convolutions in space ("direct") or through the FFT ("fourier") at any size."""
+    monkeypatch.setattr(fused, "_FFT_MIN_SAVING", float("inf") if mode == "direct" else 0.0)
+
+
 def assert_close(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOL),
                  a, b)
@@ -111,8 +117,13 @@ def fast_compiles():
 
 
 # "all" runs every option's code path at once (mask, resets, reverse, truncation).
-@pytest.mark.parametrize("option", ["plain", "mask", "all", "remat", "unroll"])
-def test_values_and_grads_match_generic_scan(option, fast_compiles):
+CASES = [(option, "direct") for option in ("plain", "mask", "all", "remat", "unroll")]
+CASES += [(option, "fourier") for option in ("plain", "all", "remat")]
+
+
+@pytest.mark.parametrize("option,mode", CASES, ids=["-".join(c) for c in CASES])
+def test_values_and_grads_match_generic_scan(option, mode, fast_compiles, monkeypatch):
+    force_convolutions(monkeypatch, mode)
     cell, params, carry, xs, weights = setup()
     opts = OPTIONS[option]
     assert uses_fast_path(cell, params, carry, xs, **opts)
@@ -122,17 +133,21 @@ def test_values_and_grads_match_generic_scan(option, fast_compiles):
 
 
 # Paddings of the input convolution (the state convolution is always "SAME"),
-# with square and non-square kernels. The kernel gradients of both convolutions
-# are one convolution that pads its inputs itself where the input convolution
-# pads at least as much as the state's (the last case; "SAME" in the tests
-# above), else on inputs padded before it (the first three).
+# with square and non-square kernels. Direct: the kernel gradients of both
+# convolutions are one convolution that pads its inputs itself where the input
+# convolution pads at least as much as the state's (the last case; "SAME" in the
+# tests above), else on inputs padded before it (the first three). Fourier: all
+# inputs are padded into one frame.
 PADDINGS = [("VALID", 3, (HW + 2, HW + 2)), ("SAME_LOWER", (2, 2), (HW, HW)),
             (((0, 2), (1, 0)), (3, 2), (HW, HW)), (((2, 2), (1, 2)), 3, (HW - 2, HW - 1))]
+PADDING_CASES = [(*p, mode) for p in PADDINGS for mode in ("direct", "fourier")]
 
 
-@pytest.mark.parametrize("padding,kernel,spatial", PADDINGS,
-                         ids=[f"{p}-{k}" for p, k, _ in PADDINGS])
-def test_paddings_and_kernels_match_generic_scan(padding, kernel, spatial, fast_compiles):
+@pytest.mark.parametrize("padding,kernel,spatial,mode", PADDING_CASES,
+                         ids=[f"{p}-{k}-{m}" for p, k, _, m in PADDING_CASES])
+def test_paddings_and_kernels_match_generic_scan(padding, kernel, spatial, mode, fast_compiles,
+                                                 monkeypatch):
+    force_convolutions(monkeypatch, mode)
     cell, params, carry, xs, weights = setup(seed=1, spatial=spatial, padding=padding,
                                              kernel_size=kernel)
     assert uses_fast_path(cell, params, carry, xs)
@@ -140,7 +155,16 @@ def test_paddings_and_kernels_match_generic_scan(padding, kernel, spatial, fast_
     assert_close(got, want)
 
 
-def test_vmap_over_an_extra_batch_axis(fast_compiles):
+def test_fft_where_it_saves_enough_multiplications():
+    """The FFT path for the benchmark's 16x16 states with 5x5 kernels (7.3x fewer
+    multiplications), the direct one for 8x8 with 3x3 (2.4x; benchmarks/NOTES.md)."""
+    assert fused._convolve_through_fft((16, 16), (5, 5)) == (jax.default_backend() == "cpu")
+    assert not fused._convolve_through_fft((8, 8), (3, 3))
+
+
+@pytest.mark.parametrize("mode", ["direct", "fourier"])
+def test_vmap_over_an_extra_batch_axis(mode, fast_compiles, monkeypatch):
+    force_convolutions(monkeypatch, mode)
     cell, params, carry, xs, _ = setup()
     stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
 
@@ -155,11 +179,12 @@ def test_vmap_over_an_extra_batch_axis(fast_compiles):
     assert_close(got, want)
 
 
-def test_backward_convolutions_are_canonical():
-    """The reason for the fast path's shape: XLA:CPU runs only b01f_01io->b01f
+def test_backward_convolutions_are_canonical(monkeypatch):
+    """The reason for the direct path's shape: XLA:CPU runs only b01f_01io->b01f
     convolutions fast inside loops (rnnvision/cells/conv_grad.py); the kernel
     gradient written with its transposes folded into the dimension numbers ran
     at ~1 GFLOP/s there (benchmarks/NOTES.md)."""
+    force_convolutions(monkeypatch, "direct")
     cell, params, carry, xs, weights = setup()
     hlo = jax.jit(jax.grad(loss_fn(cell, weights))).lower(params, xs, carry).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=(\S+?),", hlo)

@@ -62,6 +62,8 @@ class ConvScanSpec(NamedTuple):
     unroll: int | None        # lax.scan unroll factor of both loops; None: 1
     pads_x: tuple             # ((lo, hi), (lo, hi)) of the input convolution
     pads_h: tuple             # ((lo, hi), (lo, hi)) of the state convolution
+    fourier: bool = False     # convolutions through the FFT (else in space)
+    frame: tuple = ()         # fourier: (H + k_h - 1, W + k_w - 1), the FFT size
 
 
 def _per_example(pred: Array) -> Array:
@@ -116,29 +118,125 @@ def _kernel_grad_padding(spec: ConvScanSpec):
     return inside, before(spec.pads_x), before(spec.pads_h)
 
 
-# -- one step --------------------------------------------------------------------------
+# -- convolutions through the FFT ----------------------------------------------------
+# In the frame n = (H + k_h - 1, W + k_w - 1) of the padded inputs, with ^ the
+# 2-D real FFT over n (Fq = n_0 (n_1 // 2 + 1) frequencies) and each product a
+# matrix product over channels, one per frequency:
+#   z      = corr(pad(p), w)     ^z  = ^pad(p) conj(^w)      p = [x_t, h_{t-1}]
+#   d pad(h) = conv(du, w_h)     ^.  = ^du ^w_h^T            (then crop the padding)
+#   dw     = corr(pad(p), du)    ^dw = sum over t, b of ^pad(p)^T conj(^du)
+# All three are exact for the first H x W outputs (resp. k_h x k_w taps): the
+# zero padding up to n keeps the circular products from wrapping around.
 
-def _step(spec: ConvScanSpec, w: dict, carry: tuple, px_t: Array):
-    """(c, h), W_x * x_t -> ((c_t, h_t), h_t, the gate activations (B, H, W, G))."""
+def _spectrum(a: Array, pads, frame) -> Array:
+    """(N, h, w, C) zero-padded by `pads`, then at the end up to `frame` -> (Fq, N, C)."""
+    a = _pad(a, pads)
+    a = _pad(a, [(0, n - size) for n, size in zip(frame, a.shape[1:3])])
+    spectrum = jnp.fft.rfft2(a, axes=(1, 2))  # (N, n_0, n_1 // 2 + 1, C)
+    return jnp.transpose(spectrum, (1, 2, 0, 3)).reshape(-1, a.shape[0], a.shape[-1])
+
+
+def _from_spectrum(spectrum: Array, frame) -> Array:
+    """(Fq, N, C) -> (N, n_0, n_1, C), the inverse of `_spectrum` before its padding."""
+    _, num, chans = spectrum.shape
+    spectrum = spectrum.reshape(frame[0], frame[1] // 2 + 1, num, chans)
+    return jnp.fft.irfft2(jnp.transpose(spectrum, (2, 0, 1, 3)), s=frame, axes=(1, 2))
+
+
+def _kernel_spectrum(w: Array, frame) -> Array:
+    """(k_h, k_w, P, G) -> (Fq, P, G): the kernel zero-padded to the frame, transformed."""
+    kernel = w.shape[:2]
+    w = jnp.pad(w, [(0, n - k) for n, k in zip(frame, kernel)] + [(0, 0), (0, 0)])
+    return jnp.fft.rfft2(w, axes=(0, 1)).reshape(-1, *w.shape[2:])
+
+
+def _crop(a: Array, pads) -> Array:
+    """The inverse of `_pad(., pads)` for cotangents: drop what padding added."""
+    return _pad(a, [(-lo, -hi) for lo, hi in pads])
+
+
+# -- the convolutions of one step, in space ("direct") or through the FFT ("fourier") --
+
+def _prepare(spec: ConvScanSpec, w: dict, xs: Array) -> tuple[dict, dict]:
+    """(w plus the derived weights the loops use, the per-step inputs of the forward loop).
+
+    direct: the input convolution W_x * x of all T*B images at once ("px"), and W_h
+    flipped for dh. fourier: the spectra of the padded x_t ("xf", (T, Fq, B, C)), of
+    the kernels (conjugated for the forward products) and of W_h^T for dh.
+    """
+    t, b = xs.shape[:2]
+    images = xs.reshape(t * b, *xs.shape[2:])
+    if not spec.fourier:
+        px = conv_nd(images, w["w_x"], spec.pads_x, _F32)
+        flip = jnp.swapaxes(w["w_h"][::-1, ::-1], -1, -2)
+        return dict(w, w_h_flip=flip), {"px": px.reshape(t, b, *px.shape[1:])}
+    frame = spec.frame
+    num_in = xs.shape[-1]
+    w_f = _kernel_spectrum(jnp.concatenate([w["w_x"], w["w_h"]], axis=2), frame)
+    xf = _spectrum(images, spec.pads_x, frame)
+    xf = jnp.swapaxes(xf.reshape(xf.shape[0], t, b, num_in), 0, 1)
+    return (dict(w, w_f_conj=jnp.conj(w_f), w_h_f_t=jnp.swapaxes(w_f[:, num_in:], 1, 2),
+                 w_x_f_t=jnp.swapaxes(w_f[:, :num_in], 1, 2)), {"xf": xf})
+
+
+def _preactivation(spec: ConvScanSpec, w: dict, h: Array, inp: dict):
+    """z_t = W_x * x_t + W_h * h_{t-1} + b (B, H, W, G), and what the backward pass keeps
+    of the step (fourier: the spectrum of h_{t-1}, for the kernel gradient)."""
+    if not spec.fourier:
+        return inp["px"] + conv_nd(h, w["w_h"], spec.pads_h, _F32) + w["b"], {}
+    hf = _spectrum(h, spec.pads_h, spec.frame)
+    zf = jnp.matmul(jnp.concatenate([inp["xf"], hf], axis=-1), w["w_f_conj"])
+    z = _from_spectrum(zf, spec.frame)[:, :h.shape[1], :h.shape[2]]
+    return z + w["b"], {"hf": hf}
+
+
+def _state_cotangent(spec: ConvScanSpec, w: dict, du: Array):
+    """dh_{t-1} from du_t (both (B, H, W, .)), and what the kernel gradient keeps
+    (fourier: the spectrum of du_t; direct: du_t itself)."""
+    if not spec.fourier:
+        return _conv_transpose(du, w["w_h_flip"], spec.pads_h), {"du": du}
+    kernel = [n - size + 1 for n, size in zip(spec.frame, du.shape[1:3])]
+    duf = _spectrum(du, [(0, k - 1) for k in kernel], spec.frame)
+    d_padded = _from_spectrum(jnp.matmul(duf, w["w_h_f_t"]), spec.frame)
+    return _crop(d_padded, spec.pads_h), {"duf": duf}
+
+
+def _fourier_grads(spec: ConvScanSpec, w: dict, xf, hf, duf, x_shape):
+    """After the loop: the kernel gradient (k_h, k_w, P, G) from all T*B spectra at once
+    (one product per frequency), and dx (T, B, Hx, Wx, C)."""
+    kernel = w["w_h"].shape[:2]
+    pf = jnp.concatenate([xf, hf], axis=-1)                  # (T, Fq, B, P)
+    dwf = jnp.einsum("tfbp,tfbg->fpg", pf, jnp.conj(duf))    # (Fq, P, G)
+    dwf = dwf.reshape(spec.frame[0], spec.frame[1] // 2 + 1, *dwf.shape[1:])
+    d_kernel = jnp.fft.irfft2(dwf, s=spec.frame, axes=(0, 1))[:kernel[0], :kernel[1]]
+    t, fq, b, g = duf.shape
+    dxf = jnp.matmul(jnp.swapaxes(duf, 0, 1).reshape(fq, t * b, g), w["w_x_f_t"])
+    d_xs = _crop(_from_spectrum(dxf, spec.frame), spec.pads_x)
+    return d_kernel, d_xs.reshape(x_shape)
+
+
+# -- one step of the cell --------------------------------------------------------------
+
+def _step(spec: ConvScanSpec, w: dict, carry: tuple, inp: dict):
+    """(c, h), the step's inputs -> ((c_t, h_t), h_t, the gate activations (B, H, W, G),
+    what the backward pass keeps of the convolutions)."""
     c, h = carry
     features = c.shape[-1]
     # sigmoid(u) = 0.5 tanh(0.5 u) + 0.5 for i, f, o and tanh(u) for g: all four
     # nonlinearities in one pass over the (B, H, W, G) block.
     scale = _gate_columns(features, (0.5, 0.5, 1.0, 0.5))
     shift = _gate_columns(features, (0.5, 0.5, 0.0, 0.5))
-    z = px_t + conv_nd(h, w["w_h"], spec.pads_h, _F32) + w["b"]
+    z, keep = _preactivation(spec, w, h, inp)
     acts = jnp.tanh(z * scale) * scale + shift
     i, f, g, o = jnp.split(acts, 4, axis=-1)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
-    return (c_new, h_new), h_new, acts
+    return (c_new, h_new), h_new, acts, keep
 
 
-def _step_bwd(spec: ConvScanSpec, w: dict, acts, c_prev, c_new, d_new):
-    """Cotangents of one step: (du (B, H, W, G), (dc_{t-1}, dh_{t-1})).
-
-    du is the cotangent of the pre-activations z_t; d_new that of (c_t, h_t).
-    """
+def _gates_bwd(acts, c_prev, c_new, d_new):
+    """(du (B, H, W, G), dc_{t-1}) from the cotangent d_new of (c_t, h_t); du is the
+    cotangent of the pre-activations z_t."""
     features = c_prev.shape[-1]
     i, f, g, o = jnp.split(acts, 4, axis=-1)
     tc = jnp.tanh(c_new)
@@ -150,27 +248,20 @@ def _step_bwd(spec: ConvScanSpec, w: dict, acts, c_prev, c_new, d_new):
     slope = jnp.where(is_g, 1.0 - acts * acts, acts * (1.0 - acts))
     other = jnp.concatenate([g, c_prev, i, tc], axis=-1)
     upstream = jnp.concatenate([dc, dc, dc, dh], axis=-1)
-    du = upstream * other * slope
-    return du, (dc * f, _conv_transpose(du, w["w_h_flip"], spec.pads_h))
+    return upstream * other * slope, dc * f
 
 
 # -- the loops -------------------------------------------------------------------------
 
-def _input_projection(spec: ConvScanSpec, w_x: Array, xs: Array) -> Array:
-    """W_x * x for all T*B images at once: (T, B, Hx, Wx, C) -> (T, B, H, W, G)."""
-    t, b = xs.shape[:2]
-    px = conv_nd(xs.reshape(t * b, *xs.shape[2:]), w_x, spec.pads_x, _F32)
-    return px.reshape(t, b, *px.shape[1:])
-
-
-def _forward(spec: ConvScanSpec, w: dict, px: Array, carry: tuple, seq: dict, save: bool):
+def _forward(spec: ConvScanSpec, w: dict, per_step: dict, carry: tuple, seq: dict,
+             save: bool):
     """The forward loop; with `save`, also the residuals of the backward pass."""
 
     def body(carry, inp):
         entering = carry
         if "r" in inp:
             carry = tuple(jnp.where(_per_example(inp["r"]), 0.0, a) for a in carry)
-        new, y, acts = _step(spec, w, carry, inp["px"])
+        new, y, acts, keep = _step(spec, w, carry, inp)
         if "m" in inp:
             m = _per_example(inp["m"])
             new = tuple(jnp.where(m, a, b) for a, b in zip(new, carry))
@@ -179,57 +270,60 @@ def _forward(spec: ConvScanSpec, w: dict, px: Array, carry: tuple, seq: dict, sa
             return new, y
         # The carries entering the step (before its reset); the backward pass
         # re-applies the reset.
-        return new, (y, {"acts": acts, "entering": entering})
+        return new, (y, {"acts": acts, "c": entering[0], "h": entering[1], **keep})
 
     inputs = {k: v for k, v in seq.items() if k != "s"}
-    inputs["px"] = px
+    inputs.update(per_step)
     return _pipelined_scan(body, carry, inputs, reverse=spec.reverse, unroll=spec.unroll or 1)
 
 
 def _backward(spec: ConvScanSpec, w: dict, xs: Array, res: dict, seq: dict, final_carry,
               d_carry, d_ys):
-    """The backward loop: (d initial carry, du (T, B, H, W, G), dW (P, k_h, k_w, G), db)."""
-    num_in = xs.shape[-1]
+    """The backward loop: (d initial carry, its per-step outputs ("du" or "duf"), its
+    sums: "kernel" (direct: dW (P, k_h, k_w, G)) and "bias" (G,))."""
     conv_pads, pre_x, pre_h = _kernel_grad_padding(spec)
 
     def body(state, inp):
-        d_carry, c_new, d_kernel, d_bias = state  # c_new: the c leaving this step
+        d_carry, c_new, sums = state  # c_new: the c leaving this step
         d_new, dy = d_carry, inp["dy"]
         if "m" in inp:
             m = _per_example(inp["m"])
             d_new = tuple(jnp.where(m, d, 0.0) for d in d_carry)
             dy = jnp.where(m, dy, 0.0)
-        c_prev, h_prev = inp["c"], inp["h"]
-        if "r" in inp:
-            reset = _per_example(inp["r"])
-            c_prev, h_prev = jnp.where(reset, 0.0, c_prev), jnp.where(reset, 0.0, h_prev)
-        du, d_prev = _step_bwd(spec, w, inp["acts"], c_prev, c_new, (d_new[0], d_new[1] + dy))
-        # x_t and h_{t-1} padded to one frame, so both kernels' gradients are one
-        # convolution (which pads them the rest of the way)
-        inputs = jnp.concatenate([_pad(inp["x"], pre_x), _pad(h_prev, pre_h)], axis=-1)
-        d_kernel = d_kernel + _kernel_grad(inputs, du, conv_pads)
-        d_bias = d_bias + du.sum(axis=(0, 1, 2))
+        reset = _per_example(inp["r"]) if "r" in inp else False
+        c_prev = jnp.where(reset, 0.0, inp["c"])
+        du, dc_prev = _gates_bwd(inp["acts"], c_prev, c_new, (d_new[0], d_new[1] + dy))
+        dh_prev, keep = _state_cotangent(spec, w, du)
+        sums = dict(sums, bias=sums["bias"] + du.sum(axis=(0, 1, 2)))
+        if not spec.fourier:
+            # x_t and h_{t-1} padded to one frame, so both kernels' gradients are one
+            # convolution (which pads them the rest of the way)
+            h_prev = jnp.where(reset, 0.0, inp["h"])
+            inputs = jnp.concatenate([_pad(inp["x"], pre_x), _pad(h_prev, pre_h)], axis=-1)
+            sums["kernel"] = sums["kernel"] + _kernel_grad(inputs, du, conv_pads)
+        d_prev = (dc_prev, dh_prev)
         if "m" in inp:
             d_prev = tuple(p + jnp.where(m, 0.0, d) for p, d in zip(d_prev, d_carry))
-        if "r" in inp:
-            d_prev = tuple(jnp.where(reset, 0.0, d) for d in d_prev)
+        d_prev = tuple(jnp.where(reset, 0.0, d) for d in d_prev)
         if spec.truncation is not None:
             cut = (inp["s"] % spec.truncation == 0) & (inp["s"] > 0)
             d_prev = tuple(jnp.where(cut, 0.0, d) for d in d_prev)
         # the c entering this step is the c leaving the step processed next
-        return (d_prev, inp["c"], d_kernel, d_bias), du
+        return (d_prev, inp["c"], sums), keep
 
-    inputs = dict(seq, dy=d_ys, x=xs, acts=res["acts"], c=res["entering"][0],
-                  h=res["entering"][1])
+    inputs = dict(seq, dy=d_ys, acts=res["acts"], c=res["c"])
     if spec.truncation is None:
         inputs.pop("s")
-    kernel = w["w_h"].shape[:2]
     gates = w["w_h"].shape[-1]
-    state = (d_carry, final_carry[0], jnp.zeros((num_in + gates // 4, *kernel, gates), _F32),
-             jnp.zeros((gates,), _F32))
-    (d_carry0, _, d_kernel, d_bias), du = _pipelined_scan(
-        body, state, inputs, reverse=not spec.reverse, unroll=spec.unroll or 1)
-    return d_carry0, du, d_kernel, d_bias
+    sums = {"bias": jnp.zeros((gates,), _F32)}
+    if not spec.fourier:
+        inputs.update(x=xs, h=res["h"])
+        sums["kernel"] = jnp.zeros((xs.shape[-1] + gates // 4, *w["w_h"].shape[:2], gates),
+                                   _F32)
+    (d_carry0, _, sums), outs = _pipelined_scan(
+        body, (d_carry, final_carry[0], sums), inputs, reverse=not spec.reverse,
+        unroll=spec.unroll or 1)
+    return d_carry0, outs, sums
 
 
 # -- the differentiable function -------------------------------------------------------
@@ -242,35 +336,37 @@ def conv_lstm_scan(spec: ConvScanSpec, w: dict, xs: Array, carry: tuple, seq: di
     xs: (T, B, Hx, Wx, C). carry: (c, h), each (B, H, W, F). seq: {"s": (T,) int32
     processing index, optional "m": (T, B) bool mask, "r": (T, B) bool resets}.
     """
-    px = _input_projection(spec, w["w_x"], xs)
-    return _forward(spec, w, px, carry, seq, save=False)
-
-
-def _prepare(w: dict) -> dict:
-    """Adds W_h flipped in space with in/out channels swapped (for dh_{t-1})."""
-    return dict(w, w_h_flip=jnp.swapaxes(w["w_h"][::-1, ::-1], -1, -2))
+    wp, per_step = _prepare(spec, w, xs)
+    return _forward(spec, wp, per_step, carry, seq, save=False)
 
 
 def _conv_lstm_scan_fwd(spec, w, xs, carry, seq):
-    px = _input_projection(spec, w["w_x"], xs)
-    final, (ys, res) = _forward(spec, w, px, carry, seq, save=True)
-    return (final, ys), (w, xs, res, seq, final)
+    wp, per_step = _prepare(spec, w, xs)
+    final, (ys, res) = _forward(spec, wp, per_step, carry, seq, save=True)
+    if spec.fourier:
+        res = dict(res, xf=per_step["xf"])
+        del res["h"]  # the kernel gradient reads the spectra instead
+    return (final, ys), (wp, xs, res, seq, final)
 
 
 def _conv_lstm_scan_bwd(spec, saved, cotangents):
-    w, xs, res, seq, final = saved
+    wp, xs, res, seq, final = saved
     d_final, d_ys = cotangents
-    d_carry0, du, d_kernel, d_bias = _backward(spec, _prepare(w), xs, res, seq, final, d_final,
-                                               d_ys)
+    d_carry0, outs, sums = _backward(spec, wp, xs, res, seq, final, d_final, d_ys)
     num_in = xs.shape[-1]
-    d_kernel = jnp.transpose(d_kernel, (1, 2, 0, 3))  # (k_h, k_w, P, G)
-    d_w = {"w_x": d_kernel[:, :, :num_in], "w_h": d_kernel[:, :, num_in:], "b": d_bias}
-    # The input cotangent, one convolution over all T*B images (XLA drops it when
-    # nobody asks for it).
-    t, b = du.shape[:2]
-    w_x_flip = jnp.swapaxes(w["w_x"][::-1, ::-1], -1, -2)
-    d_xs = _conv_transpose(du.reshape(t * b, *du.shape[2:]), w_x_flip, spec.pads_x)
-    return d_w, d_xs.reshape(xs.shape), d_carry0, None
+    if spec.fourier:
+        d_kernel, d_xs = _fourier_grads(spec, wp, res["xf"], res["hf"], outs["duf"], xs.shape)
+    else:
+        d_kernel = jnp.transpose(sums["kernel"], (1, 2, 0, 3))  # (k_h, k_w, P, G)
+        # The input cotangent, one convolution over all T*B images (XLA drops it
+        # when nobody asks for it).
+        du = outs["du"]
+        t, b = du.shape[:2]
+        w_x_flip = jnp.swapaxes(wp["w_x"][::-1, ::-1], -1, -2)
+        d_xs = _conv_transpose(du.reshape(t * b, *du.shape[2:]), w_x_flip, spec.pads_x)
+        d_xs = d_xs.reshape(xs.shape)
+    d_w = {"w_x": d_kernel[:, :, :num_in], "w_h": d_kernel[:, :, num_in:], "b": sums["bias"]}
+    return d_w, d_xs, d_carry0, None
 
 
 conv_lstm_scan.defvjp(_conv_lstm_scan_fwd, _conv_lstm_scan_bwd)

@@ -11,8 +11,9 @@ Rows: the dense cells in float32 on four shapes, then in bfloat16 (matmuls in
 bfloat16 with float32 accumulation: ours `compute_dtype="bfloat16"`, flax
 `dtype=bfloat16`, torch's module and inputs in bfloat16) on the first shape,
 then ConvLSTM on three shapes (CONV_SHAPES; the peers: a plain PyTorch ConvLSTM,
-benchmarks/steps.py, on all three, flax's on the first). Prints one row per (cell, shape, mode) with the median time of each
-implementation and our time as a ratio to each peer's, then the compiled
+benchmarks/steps.py, on all three, flax's on the first). Prints one row per
+(cell, shape, mode) with the median time of each implementation and our time as
+a ratio to each peer's, then the compiled
 memory of long-sequence training (benchmarks/memory.py), and writes both as
 CSV and Markdown to --out (default benchmarks/results/).
 
@@ -207,7 +208,8 @@ def run_rows(args, rows):
 
 
 def format_row(row) -> str:
-    parts = [f"{row['cell']:9s} {row['mode']:5s} {row['shape']:28s}", f"ours {row['ours_ms']:8.1f} ms"]
+    parts = [f"{row['cell']:9s} {row['mode']:5s} {row['shape']:28s}",
+             f"ours {row['ours_ms']:8.1f} ms"]
     for peer in PEERS + ("ours_generic",):
         if f"{peer}_ms" in row:
             parts.append(f"{peer} {row[f'{peer}_ms']:8.1f} ms (x{row[f'ours/{peer}']:.2f})")

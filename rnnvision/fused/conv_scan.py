@@ -9,26 +9,32 @@ kernel, P = C + F. All sequences are time-major here.
 The maths is `rnnvision.cells.ConvLSTMCell`'s (no peepholes, gate order i, f, g, o):
   z_t = W_x * x_t + W_h * h_{t-1} + b;  c_t = s(f) c_{t-1} + s(i) tanh(g);
   h_t = s(o) tanh(c_t).
-The input convolution W_x * x runs on all T*B images at once before the loop.
 
-Why it is faster than differentiating the generic loop (numbers in
-benchmarks/NOTES.md, "ConvLSTM"):
-  * the kernel gradients of BOTH convolutions are one convolution per step in
-    XLA:CPU's fast canonical form: [x_t, h_{t-1}] with its channels as the batch
-    and its batch as the features, against du_t as the kernel
-    (`_kernel_grad`), accumulated in the loop. Autodiff of the generic loop
-    (rnnvision/cells/conv_grad.py) writes the (B*H*W, k_h*k_w*F) patch matrix of
-    h_{t-1} every step and multiplies it (half the convolution's rate), and the
-    hoisted input convolution's kernel gradient over all T*B images at once is
-    a patch matrix of T*B images (or, as XLA's own convolution, a kernel of
-    H x W x T*B taps, 8x slower again);
-  * the forward pass stores only what the backward pass reads (the gate
-    activations and the carries entering each step) and computes the four
-    gate nonlinearities in one pass;
-  * each step's slices of the sequences are copied into the loop carry one step
-    ahead (`dense_scan._pipelined_scan`), so the elementwise fusions read
-    carried buffers (XLA:CPU compiles a fusion that reads a dynamic slice into
-    scalar code).
+The convolutions run one of two ways (`spec.fourier`, chosen by
+`rnnvision.fused._convolve_through_fft`):
+  direct   in space: W_x * x on all T*B images at once before the loop, W_h * h
+           per step; in the backward loop dh_{t-1} by the convolution with the
+           flipped kernel and the kernel gradients of BOTH convolutions as one
+           convolution per step in XLA:CPU's fast canonical form ([x_t, h_{t-1}]
+           with its channels as the batch and its batch as the features, du_t as
+           the kernel: `_kernel_grad`). Autodiff of the generic loop
+           (rnnvision/cells/conv_grad.py) instead writes the (B*H*W, k_h*k_w*F)
+           patch matrix of h_{t-1} every step and multiplies it, and the hoisted
+           input convolution's kernel gradient is a patch matrix of all T*B images.
+  fourier  through the 2-D real FFT over the padded frame (H + k_h - 1, W + k_w - 1)
+           (see "convolutions through the FFT" below): per step one complex
+           (B x P) @ (P x G) product per frequency instead of a k_h k_w-tap
+           convolution (7.3x fewer multiplications for 16x16 states and 5x5
+           kernels), and the kernel gradient as one product per frequency over all
+           T*B steps' spectra after the loop. Exact up to float32 rounding, but the
+           rounding error of an FFT is spread over the whole frame: it is small
+           against the largest |z| of an image (~3e-7 of it), not against each z.
+Both: the forward pass stores only what the backward pass reads (the gate
+activations, the carries entering each step, fourier: the spectra of h_{t-1})
+and computes the four gate nonlinearities in one pass; each step's slices of the
+sequences are copied into the loop carry one step ahead
+(`dense_scan._pipelined_scan`: XLA:CPU compiles a fusion that reads a dynamic
+slice into scalar code). Numbers: benchmarks/NOTES.md, "ConvLSTM against PyTorch".
 
 Semantics are those of `rnnvision.recurrence.unroll` (the same `seq` dict: "s"
 processing index, optional "m" mask and "r" resets, all time-major): truncation

@@ -3,13 +3,17 @@
     python -m benchmarks.rnn_speed                 # CPU, full table (5 min on 2 cores)
     python -m benchmarks.rnn_speed --quick         # two shapes, float32 only, no ConvLSTM
                                                    # or memory (~1 min)
+    python -m benchmarks.rnn_speed --cells=conv_lstm --peers=torch
+                                                   # only the ConvLSTM rows against torch
     python -m benchmarks.rnn_speed --device=gpu    # GPU peers (not yet run on a GPU, see below)
 
 Rows: the dense cells in float32 on four shapes, then in bfloat16 (matmuls in
 bfloat16 with float32 accumulation: ours `compute_dtype="bfloat16"`, flax
 `dtype=bfloat16`, torch's module and inputs in bfloat16) on the first shape,
-then ConvLSTM. Prints one row per (cell, shape, mode) with the median time of each
-implementation and our time as a ratio to each peer's, then the compiled
+then ConvLSTM on three shapes (CONV_SHAPES; the peers: a plain PyTorch ConvLSTM,
+benchmarks/steps.py, on all three, flax's on the first). Prints one row per
+(cell, shape, mode) with the median time of each implementation and our time as
+a ratio to each peer's, then the compiled
 memory of long-sequence training (benchmarks/memory.py), and writes both as
 CSV and Markdown to --out (default benchmarks/results/).
 
@@ -43,9 +47,13 @@ SHAPES = [(100, 64, 128, 256), (28, 128, 28, 128), (784, 64, 1, 128), (20, 16, 4
 QUICK_SHAPES = SHAPES[:2]
 # bfloat16 compute (float32 accumulation), every implementation in bfloat16: the first shape.
 BF16_SHAPES = SHAPES[:1]
-CONV_SHAPE = (20, 16, (16, 16, 16), 64)  # T, B, (H, W, C) input, hidden channels; kernel 5
-CONV_REPEATS = 2
 CELLS = ("lstm", "gru", "conv_lstm")
+PEERS = ("torch", "flax")
+# ConvLSTM: T, B, (H, W, C) input, features, kernel size. A 64-feature layer; the
+# Moving-MNIST default layer (configs/moving_mnist.py); an OpenSTL ConvLSTM-S layer.
+CONV_SHAPES = [(20, 16, (16, 16, 16), 64, 5), (20, 16, (8, 8, 64), 32, 3),
+               (20, 16, (16, 16, 16), 128, 5)]
+CONV_FLAX_REPEATS = 2
 
 
 def parse_args(argv=None):
@@ -61,7 +69,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed runs after compiling")
     p.add_argument("--generic", action="store_true",
                    help="also time our generic lax.scan path (no fast path)")
-    p.add_argument("--cells", default="lstm,gru,conv_lstm", help="comma-separated subset")
+    p.add_argument("--cells", default="lstm,gru,conv_lstm",
+                   help="comma-separated subset; --cells=conv_lstm times only the ConvLSTM "
+                        "rows (no bfloat16 or memory table)")
+    p.add_argument("--peers", default="torch,flax",
+                   help="comma-separated peers; --peers=torch skips flax (its ConvLSTM "
+                        "training step takes over a minute)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory table")
     p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
     args = p.parse_args(argv)
@@ -75,6 +88,9 @@ def check_args(args) -> None:
     unknown = [c for c in cells if c not in CELLS]
     if unknown or not cells:
         raise UsageError(f"--cells={args.cells!r}: allowed: a comma-separated subset of {CELLS}")
+    peers = [c.strip() for c in args.peers.split(",") if c.strip()]
+    if [c for c in peers if c not in PEERS]:
+        raise UsageError(f"--peers={args.peers!r}: allowed: a comma-separated subset of {PEERS}")
     for name, value, lo in (("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
                             ("--warmup", args.warmup, 0)):
         if value is not None and value < lo:
@@ -157,9 +173,11 @@ def dense_rows(args, shapes, cells, dtype="float32"):
                 if args.generic:
                     impls["ours_generic"] = S.ours(cell, x, g, mode, generic=True, hidden_size=h,
                                                    compute_dtype=dtype)
-                impls["torch"] = S.torch_rnn(cell, x, g, mode, h, "cuda" if gpu else "cpu",
-                                             dtype=dtype)
-                impls["flax"] = S.flax_rnn(cell, x, g, mode, h, dtype=dtype)
+                if "torch" in args.peers:
+                    impls["torch"] = S.torch_rnn(cell, x, g, mode, h, "cuda" if gpu else "cpu",
+                                                 dtype=dtype)
+                if "flax" in args.peers:
+                    impls["flax"] = S.flax_rnn(cell, x, g, mode, h, dtype=dtype)
                 if gpu and cell == "lstm" and dtype == "float32":
                     impls["jax_cudnn"] = S.jax_cudnn_lstm(x, g, mode, h)
                 flop = (train_gflop if mode == "train" else infer_gflop)(cell, t, b, i, h)
@@ -168,24 +186,41 @@ def dense_rows(args, shapes, cells, dtype="float32"):
                        "gflop": flop}, impls
 
 
+def conv_gflop(mode: str, t, b, hwc, f, k) -> float:
+    """Convolution FLOPs of a ConvLSTM step, as matmuls of the k*k*C patches (dense
+    formulas with I = k*k*C, H -> k*k*F columns, times H*W pixels): training counts
+    the forward pass, dh and the parameter gradients."""
+    (hh, ww, c), taps = hwc, k * k
+    per_pixel = (2 * 4 * f * taps * (2 * c + 3 * f) if mode == "train"
+                 else 2 * 4 * f * taps * (c + f))
+    return t * b * hh * ww * per_pixel / 1e9
+
+
 def conv_rows(args, cells):
     if "conv_lstm" not in cells:
         return
     from benchmarks import steps as S
-    t, b, hwc, f = CONV_SHAPE
-    x, g = S.problem(t, b, hwc, (*hwc[:2], f))
-    for mode in ("train", "infer"):
-        impls = {"ours": S.ours("conv_lstm", x, g, mode, features=f, kernel_size=5),
-                 "flax": S.flax_rnn("conv_lstm", x, g, mode, f, kernel_size=5)}
-        if args.generic:
-            impls["ours_generic"] = S.ours("conv_lstm", x, g, mode, generic=True, features=f,
-                                           kernel_size=5)
-        # flax's ConvLSTM training step takes over a minute on a 2-core CPU (the
-        # backward convolutions inside its scan fall back to naive loops; see
-        # rnnvision/cells/conv_grad.py): time the conv rows with fewer rounds.
-        yield {"cell": "conv_lstm", "shape": f"T={t} B={b} {hwc[0]}x{hwc[1]}x{hwc[2]} F={f} k=5",
-               "mode": mode, "gflop": float("nan"), "repeats": min(args.repeats, CONV_REPEATS),
-               "warmup": 0}, impls
+    for index, (t, b, hwc, f, k) in enumerate(CONV_SHAPES):
+        x, g = S.problem(t, b, hwc, (*hwc[:2], f))
+        for mode in ("train", "infer"):
+            impls = {"ours": S.ours("conv_lstm", x, g, mode, features=f, kernel_size=k)}
+            if args.generic:
+                impls["ours_generic"] = S.ours("conv_lstm", x, g, mode, generic=True,
+                                               features=f, kernel_size=k)
+            if "torch" in args.peers:
+                impls["torch"] = S.torch_conv_lstm(x, g, mode, f, k,
+                                                   "cuda" if args.device == "gpu" else "cpu")
+            meta = {"cell": "conv_lstm",
+                    "shape": f"T={t} B={b} {hwc[0]}x{hwc[1]}x{hwc[2]} F={f} k={k}",
+                    "mode": mode, "gflop": conv_gflop(mode, t, b, hwc, f, k)}
+            # flax's ConvLSTM training step takes over a minute on a 2-core CPU (the
+            # backward convolutions inside its scan fall back to naive loops; see
+            # rnnvision/cells/conv_grad.py): it runs on the first shape only, with
+            # fewer rounds.
+            if "flax" in args.peers and index == 0:
+                impls["flax"] = S.flax_rnn("conv_lstm", x, g, mode, f, kernel_size=k)
+                meta.update(repeats=min(args.repeats, CONV_FLAX_REPEATS), warmup=0)
+            yield meta, impls
 
 
 PEERS = ("torch", "flax", "jax_cudnn")
@@ -210,7 +245,8 @@ def run_rows(args, rows):
 
 
 def format_row(row) -> str:
-    parts = [f"{row['cell']:9s} {row['mode']:5s} {row['shape']:28s}", f"ours {row['ours_ms']:8.1f} ms"]
+    parts = [f"{row['cell']:9s} {row['mode']:5s} {row['shape']:28s}",
+             f"ours {row['ours_ms']:8.1f} ms"]
     for peer in PEERS + ("ours_generic",):
         if f"{peer}_ms" in row:
             parts.append(f"{peer} {row[f'{peer}_ms']:8.1f} ms (x{row[f'ours/{peer}']:.2f})")
@@ -231,9 +267,14 @@ def environment(args, threads) -> dict:
 
 
 def write_outputs(args, env, speed, memory):
+    """rnn_speed.csv / .md; a run of some cells only (--cells) writes
+    rnn_speed_<cells>.csv / .md, so it never overwrites the full table."""
     os.makedirs(args.out, exist_ok=True)
+    stem = "rnn_speed"
+    if args.cells != parse_args([]).cells:
+        stem += "_" + "_".join(sorted(args.cells.split(",")))
     keys = sorted({k for row in speed for k in row}, key=lambda k: (k not in speed[0], k))
-    with open(os.path.join(args.out, "rnn_speed.csv"), "w", newline="") as f:
+    with open(os.path.join(args.out, stem + ".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(speed)
@@ -243,7 +284,7 @@ def write_outputs(args, env, speed, memory):
             writer.writeheader()
             writer.writerows(memory)
     md = markdown(env, speed, memory)
-    with open(os.path.join(args.out, "rnn_speed.md"), "w") as f:
+    with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write(md)
     return md
 
@@ -281,15 +322,16 @@ def main(argv=None):
     env = environment(args, threads)
     print(", ".join(f"{k}: {v}" for k, v in env.items()), flush=True)
     cells = {c.strip() for c in args.cells.split(",")}
+    args.peers = {p.strip() for p in args.peers.split(",")}
     shapes = QUICK_SHAPES if args.quick else SHAPES
     start = time.perf_counter()
     speed = run_rows(args, dense_rows(args, shapes, cells))
     if not (args.quick or args.no_bf16):
         speed += run_rows(args, dense_rows(args, BF16_SHAPES, cells, dtype="bfloat16"))
-    if not args.quick:
+    if not args.quick or cells == {"conv_lstm"}:
         speed += run_rows(args, conv_rows(args, cells))
     memory = []
-    if not (args.quick or args.no_memory):
+    if not (args.quick or args.no_memory) and "lstm" in cells:
         from benchmarks import memory as M
         memory = M.measure()
         for m in memory:

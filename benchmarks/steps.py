@@ -12,7 +12,8 @@ Implementations:
   ours         rnnvision.recurrence.unroll (it dispatches to a fused fast path)
   ours_generic the same cell through the generic lax.scan (unroll(..., impl="scan"))
   flax         flax.linen.RNN(OptimizedLSTMCell | GRUCell | ConvLSTMCell)
-  torch        torch.nn.LSTM / torch.nn.GRU (CPU build, or CUDA with --device=gpu)
+  torch        torch.nn.LSTM / torch.nn.GRU (CPU build, or CUDA with --device=gpu);
+               for conv_lstm a plain PyTorch ConvLSTM (`torch_conv_lstm_module`)
   jax_cudnn    jax.experimental.rnn.lstm, JAX's cuDNN LSTM (GPU only, lstm only)
 """
 
@@ -111,3 +112,69 @@ def jax_cudnn_lstm(x, g, mode: str, hidden: int) -> Step:
         return ys
 
     return _jax_step(apply, weights, x, g, mode)
+
+
+def torch_conv_lstm(x, g, mode: str, features: int, kernel_size: int,
+                    device: str = "cpu") -> Step:
+    """A plain PyTorch ConvLSTM over x (B, T, H, W, C), as a PyTorch user writes one.
+
+    Data and cotangent are moved to torch's NCHW layout before timing (a PyTorch
+    pipeline has them there); the step is the same as ours: gradients of
+    sum(ys * g) with respect to the parameters, or the outputs ys.
+    """
+    import torch
+    b, t, hh, ww, c = x.shape
+    torch.manual_seed(0)
+    model = torch_conv_lstm_module(c, features, kernel_size).to(device)
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device)
+    tg = torch.from_numpy(np.ascontiguousarray(g.transpose(0, 1, 4, 2, 3))).to(device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+
+    def train():
+        model.zero_grad(set_to_none=True)
+        model(tx).backward(tg)
+        sync()
+
+    def infer():
+        with torch.no_grad():
+            model(tx)
+        sync()
+
+    return train if mode == "train" else infer
+
+
+def torch_conv_lstm_module(in_channels: int, features: int, kernel_size: int):
+    """The PyTorch ConvLSTM module below (torch is imported here: it is optional)."""
+    import torch
+
+    class TorchConvLSTM(torch.nn.Module):
+        r"""ConvLSTM (Shi et al. 2015) without peepholes, NCHW, one convolution per step.
+
+        Shape legend: B batch, T time, C input channels, F features, H x W image.
+          z_t = W * [x_t, h_{t-1}] + b        (* : 2-D convolution, "same" padding)
+          i, f, g, o = split(z_t, 4, channels)
+          c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+          h_t = sigmoid(o) * tanh(c_t)
+        forward: x (B, T, C, H, W) -> hs (B, T, F, H, W), from h_0 = c_0 = 0.
+        """
+
+        def __init__(self, in_channels: int, features: int, kernel_size: int):
+            super().__init__()
+            self.features = features
+            self.conv = torch.nn.Conv2d(in_channels + features, 4 * features, kernel_size,
+                                        padding=kernel_size // 2)
+
+        def forward(self, xs):
+            b, t, _, hh, ww = xs.shape
+            h = xs.new_zeros((b, self.features, hh, ww))
+            c = torch.zeros_like(h)
+            hs = []
+            for step in range(t):
+                z = self.conv(torch.cat([xs[:, step], h], dim=1))
+                i, f, gg, o = torch.split(z, self.features, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                hs.append(h)
+            return torch.stack(hs, dim=1)
+
+    return TorchConvLSTM(in_channels, features, kernel_size)

@@ -169,16 +169,17 @@ def test_falls_back_where_it_does_not_apply():
     assert resolve_impl(sub, params, carry, xs) == "scan"
     with pytest.raises(ValueError, match="impl='fused' does not apply to MyLSTM: fast paths exist"):
         unroll(sub, params, carry, xs, impl="fused")
-    conv = cells.get("conv_lstm", features=2, kernel_size=3)
-    conv_params = jax.eval_shape(lambda: conv.init(jax.random.key(0), (4, 4, 1)))
-    conv_carry = jax.eval_shape(lambda p: conv.initial_carry(p, (B, 4, 4, 1)), conv_params)
-    conv_xs = jax.ShapeDtypeStruct((B, T, 4, 4, 1), jnp.float32)
-    assert not uses_fast_path(conv, conv_params, conv_carry, conv_xs)
-    with pytest.raises(ValueError, match="ConvLSTMCell"):
-        jax.eval_shape(lambda p, c, x: unroll(conv, p, c, x, impl="fused"),
-                       conv_params, conv_carry, conv_xs)
-    with pytest.raises(ValueError, match="impl='fused' does not apply to ConvLSTMCell"):
-        TimeLoop(impl="fused").check_cell(conv)
+    # a cell without a fast path (conv_lstm has its own: tests/test_conv_fast_path.py)
+    row = cells.get("row_lstm", features=2)
+    row_params = jax.eval_shape(lambda: row.init(jax.random.key(0), (4, 1)))
+    row_carry = jax.eval_shape(lambda p: row.initial_carry(p, (B, 4, 1)), row_params)
+    row_xs = jax.ShapeDtypeStruct((B, T, 4, 1), jnp.float32)
+    assert not uses_fast_path(row, row_params, row_carry, row_xs)
+    with pytest.raises(ValueError, match="RowLSTMCell"):
+        jax.eval_shape(lambda p, c, x: unroll(row, p, c, x, impl="fused"),
+                       row_params, row_carry, row_xs)
+    with pytest.raises(ValueError, match="impl='fused' does not apply to RowLSTMCell"):
+        TimeLoop(impl="fused").check_cell(row)
     TimeLoop(impl="fused").check_cell(cell)  # no error
     with pytest.raises(ValueError, match="impl='turbo'"):
         unroll(cell, params, carry, xs, impl="turbo")

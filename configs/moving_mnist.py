@@ -86,10 +86,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.objective = ml_collections.ConfigDict()
     c.objective.loss = "mse"          # "mse" (pixels in [0, 1]) or "bce" (per-pixel cross-entropy)
     c.objective.frames = "all"        # "all" T-1 next-frame predictions (OpenSTL) or "future" only
-    c.objective.sampling = "scheduled"  # forecast inputs: "teacher", "free" or "scheduled"
+    c.objective.sampling = "scheduled"  # inputs: "teacher", "free", "scheduled" or "reverse" (PredRNN-V2)
     c.objective.sampling_start = 1.0  # scheduled: P(true frame) at step 0 ...
     c.objective.sampling_end = 0.0    # ... falling linearly to this ...
     c.objective.sampling_steps = 600  # ... over this many steps, then constant
+    # reverse (Wang et al. 2022): P(context step reads the true frame) 0.5 until rss_start,
+    # then 1 - 0.5 exp(-(s - rss_start) / rss_time_constant), 1 from rss_stop on; P(forecast
+    # step reads it) 0.5 until rss_start, falling linearly to 0 at rss_stop.
+    c.objective.rss_start = 300       # reverse: step where both probabilities leave 0.5
+    c.objective.rss_stop = 600        # reverse: step where they reach 1 (context) and 0 (forecast)
+    c.objective.rss_time_constant = 60.0  # reverse: steps of the context probability's rise
+    c.objective.decoupling_weight = 0.0  # PredRNN-V2 beta: + beta * memory decoupling term (st_lstm, causal_lstm)
 
     c.train.num_steps = 1200
     c.train.batch_size = 16

@@ -7,7 +7,12 @@ patch, S cell steps per frame, F a cell step's output features.
 The predictor reads frame t and outputs (logits of) frame t+1, PredRNN / OpenSTL
 style. Over a sequence of T frames with N context frames:
 
-    steps 0 .. N-1     (encoder)     input: the true frame t
+    step  0            (encoder)     input: the true frame 0
+    steps 1 .. N-1     (encoder)     input: the true frame t; or, with
+                                     `context_true_prob` (reverse scheduled sampling,
+                                     PredRNN-V2, Wang et al. 2022), per example and
+                                     step the true frame with that probability, else
+                                     the previous prediction
     steps N .. T-2     (forecaster)  input: the true frame t (teacher forcing), the
                                      previous prediction (free running), or per
                                      example and step one of the two, the true frame
@@ -15,6 +20,9 @@ style. Over a sequence of T frames with N context frames:
                                      Bengio et al. 2015)
 
 so it returns T-1 predictions, of frames 1 .. T-1; frames N .. T-1 are the forecast.
+With `decoupling` (cells offering `step_with_decoupling`: st_lstm, causal_lstm)
+every step also yields PredRNN-V2's memory decoupling term, (B, T-1) per frame
+step, for a loss to add (`rollout_with_decoupling`).
 With `separate_forecaster` the forecast steps use their own cell parameters and the
 encoder's final state, as in the encoder-forecaster of Shi et al. (2015) and the
 encoder-predictor of Srivastava et al. (2015); by default one network does both, as
@@ -43,6 +51,7 @@ Everything is functional: params are pytrees, `rollout` is pure and jit-able.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +138,37 @@ class FrameCodec:
 
 
 @dataclasses.dataclass(frozen=True)
+class DecouplingOutputs(Cell):
+    """A cell with `step_with_decoupling` whose step output is (y, decoupling term).
+
+    y: the wrapped cell's output (*B, ...F); term: (*B,) PredRNN-V2's memory
+    decoupling term of the step. It is a cell like any other, so the time loop
+    (`TimeLoop.run`: truncation, remat, unroll) runs it unchanged and stacks the
+    terms next to the outputs. Parameters and carry are the wrapped cell's.
+    """
+
+    stack: Any = None  # the wrapped cell (e.g. an STLSTMCell with decoupling=True)
+
+    def validate(self) -> None:
+        if not callable(getattr(self.stack, "step_with_decoupling", None)):
+            raise ValueError(f"stack={self.stack!r} has no step_with_decoupling (cells with "
+                             "PredRNN-V2's memory decoupling: st_lstm, causal_lstm)")
+
+    def init(self, key, input_shape):
+        return self.stack.init(key, input_shape)
+
+    def initial_carry(self, params, x_shape):
+        return self.stack.initial_carry(params, x_shape)
+
+    def project_inputs(self, params, x):
+        return self.stack.project_inputs(params, x)
+
+    def step_projected(self, params, carry, px):
+        carry, y, term = self.stack.step_with_decoupling(params, carry, px)
+        return carry, (y, term)
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoPredictor:
     """A recurrent next-frame predictor; see the module docstring.
 
@@ -144,6 +184,8 @@ class VideoPredictor:
         loop feeds predictions back, so impl "fused" cannot run it.
       readout_bias: initial readout bias; -3 makes the first predictions a dark
         background (sigmoid(-3) ~ 0.05), as most Moving MNIST pixels are.
+      decoupling: run the cell through `step_with_decoupling` (wrapped as
+        `DecouplingOutputs`) so `rollout_with_decoupling` returns the terms.
     """
 
     cell: Cell
@@ -151,6 +193,16 @@ class VideoPredictor:
     separate_forecaster: bool = False
     time_loop: TimeLoop = TimeLoop()
     readout_bias: float = -3.0
+    decoupling: bool = False
+
+    def __post_init__(self):
+        if self.decoupling:
+            DecouplingOutputs(stack=self.cell)  # raises ValueError for cells without it
+
+    @property
+    def loop_cell(self) -> Cell:
+        """The cell the loops run: `cell`, or it wrapped to also output the decoupling term."""
+        return DecouplingOutputs(stack=self.cell) if self.decoupling else self.cell
 
     def init(self, key: Array) -> dict:
         k_cell, k_fc, k_out = jax.random.split(key, 3)
@@ -172,6 +224,22 @@ class VideoPredictor:
         z = jnp.einsum("...f,fr->...r", ys, params["readout"]["w"]) + params["readout"]["b"]
         return self.codec.from_outputs(z)
 
+    def _split_outputs(self, params: dict, outs, num_frames: int):
+        """The loop cell's outputs over T*S steps -> (logits (B, T, H, W, C), terms (B, T)
+        the decoupling term averaged over each frame's S steps, or None)."""
+        if not self.decoupling:
+            return self._readout(params, outs), None
+        ys, terms = outs
+        terms = terms.reshape(terms.shape[0], num_frames, -1).mean(axis=-1)
+        return self._readout(params, ys), terms
+
+    def _run_frames(self, params: dict, cell_params, carry, frames: Array):
+        """`unroll_frames` plus the decoupling terms (B, T) (None without `decoupling`)."""
+        s, k = self.codec.steps_per_frame, self.time_loop.truncation
+        loop = self.time_loop.replace(truncation=k and k * s)
+        carry, outs = loop.run(self.loop_cell, cell_params, carry, self.codec.to_steps(frames))
+        return (carry, *self._split_outputs(params, outs, frames.shape[1]))
+
     def unroll_frames(self, params: dict, cell_params, carry, frames: Array):
         """All-input-known run: frames (B, T, H, W, C) -> (carry, logits of frames 1..T).
 
@@ -179,10 +247,19 @@ class VideoPredictor:
         loop); the truncation window of `time_loop` is in frames, counted from
         frames[:, 0].
         """
-        s, k = self.codec.steps_per_frame, self.time_loop.truncation
-        loop = self.time_loop.replace(truncation=k and k * s)
-        carry, ys = loop.run(self.cell, cell_params, carry, self.codec.to_steps(frames))
-        return carry, self._readout(params, ys)
+        return self._run_frames(params, cell_params, carry, frames)[:2]
+
+    def _frame_step(self, params: dict, cell_params, carry, frame: Array):
+        """`frame_step` plus the frame's decoupling term (B,) (None without `decoupling`)."""
+        steps = self.codec.to_steps(frame[:, None])
+        if self.codec.steps_per_frame == 1:
+            carry, out = self.loop_cell.step(cell_params, carry, steps[:, 0])
+            outs = jax.tree.map(lambda a: a[:, None], out)
+        else:
+            carry, outs = self.time_loop.replace(truncation=None, remat=False).run(
+                self.loop_cell, cell_params, carry, steps)
+        logits, terms = self._split_outputs(params, outs, 1)
+        return carry, logits[:, 0], None if terms is None else terms[:, 0]
 
     def frame_step(self, params: dict, cell_params, carry, frame: Array):
         """One frame: (B, H, W, C) -> (carry, logits of the next frame (B, H, W, C)).
@@ -190,63 +267,91 @@ class VideoPredictor:
         Called inside the forecast loop, whose windows are whole frames: the S steps
         of one frame run without truncation or remat of their own.
         """
-        steps = self.codec.to_steps(frame[:, None])
-        if self.codec.steps_per_frame == 1:
-            carry, y = self.cell.step(cell_params, carry, steps[:, 0])
-            ys = y[:, None]
-        else:
-            carry, ys = self.time_loop.replace(truncation=None, remat=False).run(
-                self.cell, cell_params, carry, steps)
-        return carry, self._readout(params, ys)[:, 0]
+        return self._frame_step(params, cell_params, carry, frame)[:2]
 
     def rollout(self, params: dict, frames: Array, num_context: int, true_prob: Array,
-                rng: Array, *, teacher_forcing: bool = False) -> Array:
+                rng: Array, *, teacher_forcing: bool = False,
+                context_true_prob: Array | None = None) -> Array:
         """Logits of frames 1..T-1 (B, T-1, H, W, C) given frames (B, T, H, W, C).
 
         Args:
-          num_context: N, the frames always read from `frames`; 1 <= N < T.
+          num_context: N, the frames read from `frames` (frame 0 always; frames
+            1..N-1 too unless `context_true_prob` says otherwise); 1 <= N < T.
           true_prob: (B,) probability that a forecast step reads the true frame
             rather than the previous prediction: 0 = free running, 1 = teacher
             forcing, in between = scheduled sampling (coins drawn from `rng`).
           teacher_forcing: static fast path equal to true_prob = 1 (one hoisted
             unroll over all frames when the forecaster shares the encoder's params).
+          context_true_prob: None (the context steps read the true frames), or (B,)
+            the probability that context step 1..N-1 reads the true frame rather
+            than the previous prediction (reverse scheduled sampling; coins drawn
+            from fold_in(rng, 1), independent of the forecast's).
         """
+        return self._rollout(params, frames, num_context, true_prob, rng, teacher_forcing,
+                             context_true_prob)[0]
+
+    def rollout_with_decoupling(self, params: dict, frames: Array, num_context: int,
+                                true_prob: Array, rng: Array, *, teacher_forcing: bool = False,
+                                context_true_prob: Array | None = None) -> tuple[Array, Array]:
+        """`rollout` plus PredRNN-V2's decoupling term of every frame step, (B, T-1);
+        needs `decoupling=True`. A loss adds beta * its mean (Wang et al. 2022)."""
+        if not self.decoupling:
+            raise ValueError("rollout_with_decoupling needs a VideoPredictor with decoupling=True")
+        return self._rollout(params, frames, num_context, true_prob, rng, teacher_forcing,
+                             context_true_prob)
+
+    def _rollout(self, params, frames, num_context, true_prob, rng, teacher_forcing,
+                 context_true_prob):
+        """(logits (B, T-1, H, W, C), decoupling terms (B, T-1) or None); see `rollout`."""
         t_total = frames.shape[1]
         if not 1 <= num_context < t_total:
             raise ValueError(f"num_context={num_context} must be in [1, {t_total - 1}]")
         carry = self.initial_carry(params, frames.shape[0])
-        if teacher_forcing and not self.separate_forecaster:
-            return self.unroll_frames(params, params["cell"], carry, frames[:, :-1])[1]
-        carry, context_logits = self.unroll_frames(params, params["cell"], carry,
-                                                   frames[:, :num_context])
-        if num_context == t_total - 1:
-            return context_logits
-        true_prob = jnp.ones_like(true_prob) if teacher_forcing else true_prob
-        future = self._forecast(params, carry, context_logits[:, -1], frames, num_context,
-                                true_prob, rng)
-        return jnp.concatenate([context_logits, future], axis=1)
+        if teacher_forcing and not self.separate_forecaster and context_true_prob is None:
+            return self._run_frames(params, params["cell"], carry, frames[:, :-1])[1:]
+        # The frames read as given, hoisted in one unroll: all N, or only frame 0 when
+        # the context steps are sampled too.
+        num_read = num_context if context_true_prob is None else 1
+        carry, logits, terms = self._run_frames(params, params["cell"], carry, frames[:, :num_read])
+        parts = [(logits, terms)]
+        if num_read < num_context:
+            carry, part = self._sampled_steps(params, params["cell"], carry, logits[:, -1],
+                                              frames[:, 1:num_context], context_true_prob,
+                                              jax.random.fold_in(rng, 1), first_step=1)
+            parts.append(part)
+        if num_context < t_total - 1:
+            true_prob = jnp.ones_like(true_prob) if teacher_forcing else true_prob
+            _, part = self._sampled_steps(params, params.get("forecaster", params["cell"]), carry,
+                                          parts[-1][0][:, -1], frames[:, num_context:-1],
+                                          true_prob, rng, first_step=num_context)
+            parts.append(part)
+        logits = jnp.concatenate([p[0] for p in parts], axis=1)
+        return logits, None if terms is None else jnp.concatenate([p[1] for p in parts], axis=1)
 
-    def _forecast(self, params, carry, first_logits, frames, num_context, true_prob, rng):
-        """Forecast steps N .. T-2 through `time_loop.scan`: logits of frames N+1 .. T-1.
+    def _sampled_steps(self, params, cell_params, carry, prev_logits, true_frames, true_prob, rng,
+                       *, first_step: int):
+        """Steps whose input is, per example and step, the true frame (probability
+        `true_prob` (B,)) or sigmoid of the previous logits, through `time_loop.scan`.
 
-        The loop's state is (carry, the previous logits): at a truncation boundary
-        the fed-back prediction is cut too, so no gradient path spans more than k
-        frames. Its processing index starts at N, continuing the encoder's windows.
+        true_frames: (B, K, H, W, C) the true inputs of the K steps; prev_logits
+        (B, H, W, C) the logits before the first. The loop's state is (carry, the
+        previous logits): at a truncation boundary the fed-back prediction is cut
+        too, so no gradient path spans more than k frames. Its processing index
+        starts at `first_step`, continuing the windows of the steps before.
+        Returns (carry, (logits (B, K, H, W, C), terms (B, K) or None)).
         """
-        cell_params = params.get("forecaster", params["cell"])
-        num_steps = frames.shape[1] - 1 - num_context
-        coins = jax.random.bernoulli(rng, true_prob[:, None], (frames.shape[0], num_steps))
+        coins = jax.random.bernoulli(rng, true_prob[:, None], true_frames.shape[:2])
 
         def step(state, inp):
             carry, prev_logits = state
             true_frame, coin = inp
             frame = jnp.where(coin[:, None, None, None], true_frame, jax.nn.sigmoid(prev_logits))
-            carry, logits = self.frame_step(params, cell_params, carry, frame)
-            return (carry, logits), logits
+            carry, logits, term = self._frame_step(params, cell_params, carry, frame)
+            return (carry, logits), (logits, term)
 
-        _, logits = self.time_loop.scan(step, (carry, first_logits),
-                                        (frames[:, num_context:-1], coins), first_step=num_context)
-        return logits
+        (carry, _), outs = self.time_loop.scan(step, (carry, prev_logits), (true_frames, coins),
+                                               first_step=first_step)
+        return carry, outs
 
     def predict(self, params: dict, context: Array, num_future: int) -> Array:
         """Free-running forecast: context (B, N, H, W, C) -> pixels (B, num_future, H, W, C).
@@ -256,5 +361,6 @@ class VideoPredictor:
         b, n = context.shape[:2]
         frames = jnp.concatenate([context, jnp.zeros((b, num_future, *context.shape[2:]),
                                                      context.dtype)], axis=1)
-        logits = self.rollout(params, frames, n, jnp.zeros((b,)), jax.random.key(0))
+        plain = dataclasses.replace(self, decoupling=False)  # no terms to compute
+        logits = plain.rollout(params, frames, n, jnp.zeros((b,)), jax.random.key(0))
         return jax.nn.sigmoid(logits[:, n - 1:])

@@ -9,10 +9,20 @@ evaluation digit pool (`load_mnist(data, "eval")`) with data.eval_sequence_seed;
 "tfds" reads the official fixed test set (TFDS `moving_mnist`, 10,000 x 20 frames).
 
 Model: `rnnvision.models.video.VideoPredictor` with any registered cell
-(model.cell; model.frame_input says how a frame is fed to it). Training feeds the
-forecast steps the true frame, the previous prediction, or a per-step mix
-(objective.sampling); the probability of the true frame for step s of training is
-in the batch ("true_prob") and the coins are drawn from the trainer's step RNG.
+(model.cell; model.frame_input says how a frame is fed to it), the PredRNN
+family (st_lstm, causal_lstm: whole stacks of model.num_layers layers) included.
+Training feeds the forecast steps the true frame, the previous prediction, or a
+per-step mix (objective.sampling); the probability of the true frame for step s of
+training is in the batch ("true_prob") and the coins are drawn from the trainer's
+step RNG. objective.sampling="reverse" is PredRNN-V2's reverse scheduled sampling
+(Wang et al. 2022): the context steps 1..N-1 also read the model's own prediction,
+with a probability in the batch ("context_true_prob"); see
+`true_frame_probability`.
+
+Loss: objective.loss on the T-1 next-frame predictions (or the future ones), plus
+objective.decoupling_weight (PredRNN-V2's beta) times the mean memory decoupling
+term over every frame step, layer and example, for cells that have one (st_lstm,
+causal_lstm; refused for others).
 
 Metrics (results.json): per-frame MSE / MAE (summed over the 64x64 pixels in [0, 1],
 averaged over sequences), SSIM, PSNR, each averaged and per predicted step, for the
@@ -23,6 +33,7 @@ fraction of each baseline's.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Mapping
 
@@ -35,14 +46,14 @@ from rnnvision.config_checks import ConfigError, check, finite_number
 from rnnvision.config_checks import int_at_least as _int
 from rnnvision.data import MovingMnist, load_mnist, load_moving_mnist_tfds
 from rnnvision.metrics.image import video_prediction_metrics
-from rnnvision.models.cell_factory import make_cell
+from rnnvision.models.cell_factory import cells_with_decoupling, make_cell
 from rnnvision.models.video import FRAME_INPUTS, FrameCodec, VideoPredictor
 from rnnvision.tasks.base import Apply, Task
 from rnnvision.tasks.evaluation import weighted_means
 
 LOSSES = ("mse", "bce")
 LOSS_FRAMES = ("all", "future")
-SAMPLING = ("teacher", "free", "scheduled")
+SAMPLING = ("teacher", "free", "scheduled", "reverse")
 EVAL_SETS = ("generated", "tfds")
 TFDS_FRAMES, TFDS_CONTEXT = 20, 10  # the official test set: 10 context + 10 future frames
 TFDS_TEST_SIZE = 10_000  # sequences in TFDS moving_mnist "test"
@@ -70,6 +81,10 @@ _RULES = [
     ("objective.sampling_start", _prob, "a probability in [0, 1]"),
     ("objective.sampling_end", _prob, "a probability in [0, 1]"),
     ("objective.sampling_steps", _int(1), "an integer >= 1"),
+    ("objective.rss_start", _int(0), "an integer >= 0"),
+    ("objective.rss_stop", _int(1), "an integer >= 1"),
+    ("objective.rss_time_constant", finite_number(0.0), "a number of steps > 0"),
+    ("objective.decoupling_weight", finite_number(0.0, strict=False), "a number >= 0"),
     ("eval.num_sequences", _int(0), "an integer >= 0 (0 = the whole TFDS test set)"),
     ("eval.num_figure_sequences", _int(1), "an integer >= 1"),
     ("eval.mean_frame_sequences", _int(1), "an integer >= 1"),
@@ -80,12 +95,40 @@ def true_frame_probability(objective, step: int) -> float:
     """P(a forecast step reads the true frame) at training step `step` (0-based).
 
     teacher: 1; free: 0; scheduled: linear from sampling_start to sampling_end over
-    the first sampling_steps steps, then sampling_end (PredRNN/OpenSTL's schedule).
+    the first sampling_steps steps, then sampling_end (PredRNN/OpenSTL's schedule);
+    reverse: PredRNN-V2's forecast schedule, with s1 = rss_start, s2 = rss_stop,
+
+      0.5 for step < s1;  0.5 * (s2 - step) / (s2 - s1) for s1 <= step < s2;  0 after.
     """
+    if objective.sampling == "reverse":
+        s1, s2 = objective.rss_start, objective.rss_stop
+        if step < s1:
+            return 0.5
+        return 0.5 * (s2 - step) / (s2 - s1) if step < s2 else 0.0
     if objective.sampling != "scheduled":
         return float(objective.sampling == "teacher")
     frac = min(step / objective.sampling_steps, 1.0)
     return float(objective.sampling_start + frac * (objective.sampling_end - objective.sampling_start))
+
+
+def context_true_frame_probability(objective, step: int) -> float | None:
+    """P(a context step 1..N-1 reads the true frame) at training step `step`, or None
+    (they always do) unless objective.sampling is "reverse" (reverse scheduled
+    sampling, Wang et al. 2022, as in their code and OpenSTL's), where it rises:
+
+      0.5 for step < s1;  1 - 0.5 exp(-(step - s1) / tau) for s1 <= step < s2;  1 after,
+
+    with s1 = rss_start, s2 = rss_stop, tau = rss_time_constant. Early in training
+    the encoder half the time reads its own (poor) predictions, so it cannot lean
+    on the true frames the forecast steps will not have; at the end it reads the
+    true context, as at evaluation.
+    """
+    if objective.sampling != "reverse":
+        return None
+    s1, s2 = objective.rss_start, objective.rss_stop
+    if step < s1:
+        return 0.5
+    return 1.0 - 0.5 * math.exp(-(step - s1) / objective.rss_time_constant) if step < s2 else 1.0
 
 
 class MovingMnistTask(Task):
@@ -108,6 +151,7 @@ class MovingMnistTask(Task):
                               "(the official test set's split)")
         if data.eval_set == "generated" and config.eval.num_sequences == 0:
             raise ConfigError("eval.num_sequences", 0, "an integer >= 1 for data.eval_set='generated'")
+        self._check_reverse_sampling(config.objective)
         self.model = self._build_model(config)
         digits, _ = load_mnist(data, "train")
         self.train_videos = MovingMnist(digits, self.num_frames, data.num_digits, data.canvas,
@@ -116,6 +160,16 @@ class MovingMnistTask(Task):
         self._mean_frame: np.ndarray | None = None
         self.last_results: dict[str, float] | None = None
 
+    def _check_reverse_sampling(self, objective) -> None:
+        if objective.sampling != "reverse":
+            return
+        if self.num_context < 2:
+            raise ConfigError("objective.sampling", "reverse", "another mode for data.num_context=1 "
+                              "(reverse scheduled sampling samples context steps 1..N-1)")
+        if objective.rss_stop <= objective.rss_start:
+            raise ConfigError("objective.rss_stop", objective.rss_stop,
+                              f"an integer > objective.rss_start ({objective.rss_start})")
+
     def _build_model(self, config) -> VideoPredictor:
         m = config.model
         try:
@@ -123,10 +177,17 @@ class MovingMnistTask(Task):
                                m.row_band)
         except ValueError as e:
             raise ConfigError("model.patch", m.patch, str(e)) from None
-        cell = make_cell(m)
+        decoupling = config.objective.decoupling_weight > 0
+        if decoupling and m.cell not in cells_with_decoupling():
+            raise ConfigError("objective.decoupling_weight", config.objective.decoupling_weight,
+                              f"0 for model.cell={m.cell!r}: the memory decoupling loss needs a "
+                              f"cell with PredRNN-V2's decoupling term, one of "
+                              f"{cells_with_decoupling()}")
+        cell = make_cell(m, **({"decoupling": True} if decoupling else {}))
         self.check_time_loop(custom_loop="the forecast loop feeds each prediction back as the "
                                          "next input")
-        model = VideoPredictor(cell, codec, m.separate_forecaster, self.time_loop, m.readout_bias)
+        model = VideoPredictor(cell, codec, m.separate_forecaster, self.time_loop, m.readout_bias,
+                               decoupling=decoupling)
         try:  # the cell must accept the steps of this frame_input: fail now, naming the field
             jax.eval_shape(model.init, jax.random.key(0))
         except (ValueError, TypeError) as e:
@@ -138,9 +199,14 @@ class MovingMnistTask(Task):
     def train_batch(self, step: int, rows: slice) -> dict[str, np.ndarray]:
         batch = self.config.train.batch_size
         indices = step * batch + np.arange(batch)[rows]
-        p = true_frame_probability(self.config.objective, step)
-        return {"frames": self.train_videos.batch(indices),
-                "true_prob": np.full((len(indices),), p, np.float32)}
+        objective = self.config.objective
+        p = true_frame_probability(objective, step)
+        batch = {"frames": self.train_videos.batch(indices),
+                 "true_prob": np.full((len(indices),), p, np.float32)}
+        p_context = context_true_frame_probability(objective, step)
+        if p_context is not None:
+            batch["context_true_prob"] = np.full((len(indices),), p_context, np.float32)
+        return batch
 
     def eval_chunks(self, limit: int | None = None):
         """Yields the fixed evaluation set in order, float32 (b, T, H, W, 1) chunks of at
@@ -177,9 +243,15 @@ class MovingMnistTask(Task):
         return self.model.init(rng)
 
     def loss(self, params, batch, rng):
+        """objective.loss on the predictions (+ decoupling_weight * the mean decoupling term)."""
         frames, obj = batch["frames"], self.config.objective
-        logits = self.model.rollout(params, frames, self.num_context, batch["true_prob"], rng,
-                                    teacher_forcing=obj.sampling == "teacher")
+        args = (params, frames, self.num_context, batch["true_prob"], rng)
+        kwargs = {"teacher_forcing": obj.sampling == "teacher",
+                  "context_true_prob": batch.get("context_true_prob")}
+        if self.model.decoupling:
+            logits, terms = self.model.rollout_with_decoupling(*args, **kwargs)
+        else:
+            logits, terms = self.model.rollout(*args, **kwargs), None
         target = frames[:, 1:]
         if obj.frames == "future":
             logits, target = logits[:, self.num_context - 1:], target[:, self.num_context - 1:]
@@ -189,8 +261,14 @@ class MovingMnistTask(Task):
         else:
             loss = jnp.mean(jnp.square(pred - target))
         future = (pred - target)[:, -(self.num_frames - self.num_context):]
-        frame_mse = jnp.sum(jnp.square(future), axis=(-3, -2, -1)).mean()
-        return loss, {"frame_mse": frame_mse, "true_prob": batch["true_prob"].mean()}
+        metrics = {"frame_mse": jnp.sum(jnp.square(future), axis=(-3, -2, -1)).mean(),
+                   "true_prob": batch["true_prob"].mean()}
+        if "context_true_prob" in batch:
+            metrics["context_true_prob"] = batch["context_true_prob"].mean()
+        if terms is not None:  # PredRNN-V2: every frame step, layer and example alike
+            metrics["decoupling"] = terms.mean()
+            loss = loss + obj.decoupling_weight * metrics["decoupling"]
+        return loss, metrics
 
     def predict(self, params, batch):
         """Free-running forecast of the frames after the context, pixels in [0, 1]."""

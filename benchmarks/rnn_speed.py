@@ -48,7 +48,7 @@ QUICK_SHAPES = SHAPES[:2]
 # bfloat16 compute (float32 accumulation), every implementation in bfloat16: the first shape.
 BF16_SHAPES = SHAPES[:1]
 CELLS = ("lstm", "gru", "conv_lstm")
-PEERS = ("torch", "flax")
+PEER_CHOICES = ("torch", "flax")
 # ConvLSTM: T, B, (H, W, C) input, features, kernel size. A 64-feature layer; the
 # Moving-MNIST default layer (configs/moving_mnist.py); an OpenSTL ConvLSTM-S layer.
 CONV_SHAPES = [(20, 16, (16, 16, 16), 64, 5), (20, 16, (8, 8, 64), 32, 3),
@@ -89,8 +89,8 @@ def check_args(args) -> None:
     if unknown or not cells:
         raise UsageError(f"--cells={args.cells!r}: allowed: a comma-separated subset of {CELLS}")
     peers = [c.strip() for c in args.peers.split(",") if c.strip()]
-    if [c for c in peers if c not in PEERS]:
-        raise UsageError(f"--peers={args.peers!r}: allowed: a comma-separated subset of {PEERS}")
+    if [c for c in peers if c not in PEER_CHOICES]:
+        raise UsageError(f"--peers={args.peers!r}: allowed: a comma-separated subset of {PEER_CHOICES}")
     for name, value, lo in (("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
                             ("--warmup", args.warmup, 0)):
         if value is not None and value < lo:

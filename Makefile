@@ -32,7 +32,7 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m experiments.row_mnist --config=configs/row_mnist.py --workdir=$(WORKDIR)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m slow

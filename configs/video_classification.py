@@ -34,9 +34,19 @@ Default model and why (LRCN, Donahue et al. 2015, sized for a 2-core CPU):
   and 32 channels, no normalisation: GroupNorm cost 1.4-2x per step), its 3x3x32 map
   flattened into D = 128 features (the flattening keeps *where* things are, which the
   moves need), an LSTM of 128 units, a linear classifier at each video's last frame.
-  TODO: measured choice of sizes, learning rate and steps.
+  Learning rate 2e-3 (cosine), batch 32, 2000 steps: about 5.5 minutes on 2 cores,
+  a third of the 15-minute bar's budget, with accuracy at 0.98 (below).
 
-Expected results: TODO (measured runs).
+Expected results (`real`, 2-core AMD EPYC VM, 2026-12-01, JAX 0.10.2; the fixed
+evaluation set of 1000 videos from the held-out digit pool; another job shared the
+machine, so the times are upper bounds):
+  default (LSTM 128):  accuracy 0.982, pair accuracy 0.989, NLL 0.057;
+                       2000 steps in 5 min 34 s wall (5 min 44 s CPU); 189,234 parameters
+  order_blind:         accuracy 0.397, pair accuracy 0.817 (it tells the five pairs
+                       apart, not the two classes inside one), NLL 1.071; 5 min 36 s; 74,162
+  Early recognition (default): accuracy 0.23 after 5 frames, 0.84 after 9, 0.95 after
+  12, 0.98 after 20 (`early_accuracy/frames_NN` in results.json).
+  LSTM vs GRU vs tanh RNN (3 seeds each): docs/lstm_vs_gru.md.
 """
 
 from __future__ import annotations

@@ -155,14 +155,16 @@ def _env(**extra):
 
 
 def test_kill_9_mid_sweep_then_resume_gives_the_same_summary(swept, tmp_path):
-    """SIGKILL the sweep inside its second run (after that run's checkpoint at step 4), then
+    """SIGKILL the sweep inside its second run (after that run's checkpoint at step 4: the
+    pause is in building the batch of step 8, which the trainer's prefetch thread does
+    only once the loop has taken the batch of step 6, after saving step 4), then
     run the same sweep again: it resumes that run from its checkpoint, skips the first,
     and summarises exactly what the uninterrupted sweep did."""
     reference, _, _ = swept
     root, gate = str(tmp_path / "sweep"), str(tmp_path / "gate")
     process = subprocess.Popen(_cli(root), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True,
-                               env=_env(SWEEP_TEST_PAUSE="1:6", SWEEP_TEST_GATE=gate))
+                               env=_env(SWEEP_TEST_PAUSE="1:8", SWEEP_TEST_GATE=gate))
     deadline = time.monotonic() + 600
     while not os.path.exists(gate + ".waiting"):
         assert process.poll() is None, process.stderr.read()

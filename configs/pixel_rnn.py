@@ -15,7 +15,19 @@ Variants, combinable with commas (e.g. `configs/pixel_rnn.py:diagonal,real`):
   cifar10   CIFAR-10 through TFDS (256-way softmax per channel), sized for one GPU
   smoke     tiny and fast, for tests
 
-Expected results: filled in below from measured runs.
+Expected results (`real`, 2-core AMD EPYC VM, 2026-12-01, JAX 0.10.2; NLL in nats per
+28x28 image on the 1000 held-out digits, binarised once; other jobs shared the 2 cores
+throughout, so the wall times are upper bounds):
+  default (Row LSTM, 1 layer, h = 32):  NLL 91.2 after 1000 steps (about 5 minutes in),
+      88.55 after 5000 (0.163 bits/dim) in 20 min 36 s wall; 46,529 parameters
+  diagonal (Diagonal BiLSTM, 1 layer, h = 32, 1400 steps):  NLL 89.73 in 24 min 52 s
+      wall (a step costs 3.5-5x the Row LSTM's); 42,561 parameters
+  independent-pixel baseline (each pixel its training mean): 213.2
+  Sampling 16 digits (`python -m benchmarks.pixel_rnn_speed --layers=1 --features=32
+  --head=64 --batch=32`): Row LSTM 3.1 s the first time (compilation included), 0.09 s
+  after; Diagonal BiLSTM 2.5 s / 0.07 s.
+  For scale, the paper (van den Oord et al., 2016) reports 80.75 (Diagonal BiLSTM, 1
+  layer) and 79.20 (7 layers) on the standard binarised MNIST after long GPU training.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from absl import flags
 
 from rnnvision import sweep
 from rnnvision.sweep import plan
-from rnnvision.train import cli
+from rnnvision.train import cli, workdir as workdir_lib
 
 _GRID = flags.DEFINE_multi_string("grid", [], "field=v1,v2,... (or f1:f2=a1:a2,b1:b2,...): "
                                   "one axis of the grid; repeat for more axes.")
@@ -43,6 +43,7 @@ def _log(message: str) -> None:
 
 
 def _sweep(config, workdir: str) -> str:
+    workdir_lib.create(workdir)  # a file or an unwritable path: one line, exit 2
     definition = sweep.Sweep.parse(config, _GRID.value, _SEEDS.value, _SEED_FIELDS.value,
                                    _METRIC.value)
     rows = sweep.run(definition, workdir, shard=_SHARD.value, log=_log,

@@ -22,6 +22,7 @@ from rnnvision.data import idx  # noqa: E402
 ROW_MNIST = [sys.executable, "-m", "experiments.row_mnist"]
 SMOKE = "--config=configs/row_mnist.py:smoke"
 ABLATION = [sys.executable, "-m", "experiments.tbptt_ablation"]
+SWEEP = [sys.executable, "-m", "experiments.sweep", SMOKE]
 
 
 def _idx_files(root: str) -> dict[str, str]:
@@ -64,7 +65,8 @@ ONE_LINE_CASES = [
     "idx truncated", "not idx", "workdir is a file", "workdir not writable",
     "workdir under a read-only dir", "bad config value", "unknown config field",
     "ablation unknown variant", "ablation bad shard", "benchmark unknown variant",
-    "benchmark unknown field", "benchmark unknown flag", "speed benchmark unknown cell"]
+    "benchmark unknown field", "benchmark unknown flag", "speed benchmark unknown cell",
+    "sweep unknown grid field", "sweep workdir is a file", "sweep bad grid value"]
 
 
 def _cases(tmp: str, ro: str) -> dict[str, tuple[list[str], tuple[str, ...], dict]]:
@@ -73,26 +75,27 @@ def _cases(tmp: str, ro: str) -> dict[str, tuple[list[str], tuple[str, ...], dic
     files = _idx_files(tmp)
     a_file = os.path.join(tmp, "a_file")
     open(a_file, "w").close()
-    run = os.path.join(tmp, "run")
+    run = os.path.join(tmp, "run")  # + a number: each command its own workdir (they run at
+    # once, and a run holds its workdir's lock)
     return {
         "unknown variant": (
-            ROW_MNIST + ["--config=configs/row_mnist.py:smok", f"--workdir={run}"],
+            ROW_MNIST + ["--config=configs/row_mnist.py:smok", f"--workdir={run}1"],
             ("--config=configs/row_mnist.py:smok", "unknown config variant 'smok'", "smoke"), {}),
         "missing config file": (
-            ROW_MNIST + ["--config=configs/no_such.py", f"--workdir={run}"],
+            ROW_MNIST + ["--config=configs/no_such.py", f"--workdir={run}2"],
             ("--config=configs/no_such.py", "no config file"), {}),
         "idx path unset": (
-            ROW_MNIST + [SMOKE, f"--workdir={run}", "--config.data.source=idx"],
+            ROW_MNIST + [SMOKE, f"--workdir={run}3", "--config.data.source=idx"],
             ("data.idx_images is required for data.source='idx'",), {}),
         "idx path missing": (
-            ROW_MNIST + [SMOKE, f"--workdir={run}"] + _idx_flags("/no/such.gz", files["labels"]),
+            ROW_MNIST + [SMOKE, f"--workdir={run}4"] + _idx_flags("/no/such.gz", files["labels"]),
             ("data.idx_images='/no/such.gz' does not exist",), {}),
         "idx truncated": (
-            ROW_MNIST + [SMOKE, f"--workdir={run}"] + _idx_flags(files["truncated"],
+            ROW_MNIST + [SMOKE, f"--workdir={run}5"] + _idx_flags(files["truncated"],
                                                                  files["labels"]),
             (files["truncated"], "corrupted gzip stream", "copy or download it again"), {}),
         "not idx": (
-            ROW_MNIST + [SMOKE, f"--workdir={run}"] + _idx_flags(files["not_idx"],
+            ROW_MNIST + [SMOKE, f"--workdir={run}6"] + _idx_flags(files["not_idx"],
                                                                  files["labels"]),
             (files["not_idx"], "bad IDX magic number", "not an IDX file"), {}),
         "workdir is a file": (
@@ -102,16 +105,16 @@ def _cases(tmp: str, ro: str) -> dict[str, tuple[list[str], tuple[str, ...], dic
         "workdir under a read-only dir": (
             TOY + [f"--workdir={ro}/run"], (f"--workdir={ro}/run is not writable",), {}),
         "bad config value": (
-            TOY + [f"--workdir={run}", "--config.train.batch_size=0"],
+            TOY + [f"--workdir={run}7", "--config.train.batch_size=0"],
             ("config field train.batch_size=0 is not allowed",), {}),
         "unknown config field": (
-            TOY + [f"--workdir={run}", "--config.train.num_stepz=3"],
+            TOY + [f"--workdir={run}8", "--config.train.num_stepz=3"],
             ("config field 'train.num_stepz' does not exist",), {}),
         "ablation unknown variant": (
-            ABLATION + ["--config=configs/tbptt_ablation.py:smok", f"--workdir={run}"],
+            ABLATION + ["--config=configs/tbptt_ablation.py:smok", f"--workdir={run}9"],
             ("unknown config variant 'smok'",), {}),
         "ablation bad shard": (
-            ABLATION + ["--config=configs/tbptt_ablation.py:smoke", f"--workdir={run}",
+            ABLATION + ["--config=configs/tbptt_ablation.py:smoke", f"--workdir={run}10",
                         "--config.sweep.shard=3/2"], ("sweep.shard",), {}),
         "benchmark unknown variant": (
             [sys.executable, "-m", "benchmarks.moving_mnist_throughput", "--variant=smok"],
@@ -125,6 +128,14 @@ def _cases(tmp: str, ro: str) -> dict[str, tuple[list[str], tuple[str, ...], dic
         "speed benchmark unknown cell": (
             [sys.executable, "-m", "benchmarks.rnn_speed", "--cells=lstm,lsmt",
              f"--out={os.path.join(tmp, 'bench')}"], ("--cells='lstm,lsmt'", "conv_lstm"), {}),
+        "sweep unknown grid field": (
+            SWEEP + [f"--workdir={run}11", "--grid=model.nope=1,2"], ("model.nope",), {}),
+        "sweep workdir is a file": (
+            SWEEP + [f"--workdir={a_file}", "--grid=model.cell=lstm,gru"],
+            (f"--workdir={a_file} is a regular file",), {}),
+        "sweep bad grid value": (
+            SWEEP + [f"--workdir={run}12", "--grid=model.hidden_size=8,eight"],
+            ("model.hidden_size", "eight"), {}),
         "verbose": (
             TOY + [f"--workdir={a_file}", "--verbosity=1"], ("is a regular file",), {}),
     }

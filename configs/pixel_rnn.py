@@ -12,7 +12,10 @@ Variants, combinable with commas (e.g. `configs/pixel_rnn.py:diagonal,real`):
   tfds      MNIST through TFDS (downloads on first use; full 60k / 10k)
   diagonal  Diagonal BiLSTM layers instead of Row LSTM, with the steps that fit the
             same CPU budget
-  cifar10   CIFAR-10 through TFDS (256-way softmax per channel), sized for one GPU
+  cifar10   CIFAR-10 through TFDS (256-way softmax per channel, the paper's R -> G -> B
+            channel masks), sized for one GPU; the paper reports 3.07 bits/dim (Row
+            LSTM) and 3.00 (Diagonal BiLSTM) on the test set, 12-layer models after long
+            GPU training; not yet run here
   smoke     tiny and fast, for tests
 
 Expected results (`real`, 2-core AMD EPYC VM, 2026-12-01, JAX 0.10.2; NLL in nats per

@@ -17,7 +17,12 @@ Variants, combinable with commas (e.g. `configs/moving_mnist.py:fc_lstm,real`):
   row_lstm   the PixelRNN Row LSTM reading each frame row by row (patch rows)
   long       100-frame sequences (10 context, 90 predicted) with truncated BPTT over
              20 frames, for the truncated-BPTT ablation (--config.train.truncation=k)
-  gpu        sized like OpenSTL's ConvLSTM-S (4 x 128 channels, 5x5 kernels, patch 4)
+  gpu        sized like OpenSTL's ConvLSTM-S (4 x 128 channels, 5x5 kernels, patch 4);
+             with one of the three below, sized like OpenSTL's model of that name
+  predrnn    PredRNN's ST-LSTM stack (`st_lstm`: the zigzag memory M), 2 x 32 on CPU
+  predrnn_pp PredRNN++'s Causal LSTM stack with the Gradient Highway Unit (`causal_lstm`)
+  predrnn_v2 PredRNN-V2: the ST-LSTM stack with reverse scheduled sampling and the
+             memory decoupling loss (beta 0.1, as OpenSTL)
   smoke      tiny and fast, for tests
 
 Expected results:
@@ -30,6 +35,12 @@ Expected results:
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator
     makes 11,960 sequences/s, 180x what training consumes.
+  OpenSTL (Tan et al., 2023; docs/en/model_zoos/video_benchmarks.md, 200 epochs, the
+  official test set, one V100) for the `gpu` sizes: ConvLSTM-S MSE 29.80 / SSIM 0.9288
+  (15.0M parameters), PredRNN 23.97 / 0.9462 (23.8M), PredRNN++ 22.06 / 0.9509 (38.6M),
+  PredRNN-V2 24.13 / 0.9453 (23.9M). Check with e.g.
+  `--config=configs/moving_mnist.py:predrnn,gpu,tfds_test` (none of them run here yet:
+  no GPU so far).
   gpu: not yet measured in this repository. Published figures for
     this size: OpenSTL (Tan et al., 2023) reports ConvLSTM-S at MSE 29.80 / SSIM 0.929
     after 200 epochs on the official test set; the ConvLSTM paper's model, as reported
@@ -50,6 +61,8 @@ VARIANTS = {
     "fc_lstm": "Srivastava et al. FC-LSTM encoder-predictor on flattened frames",
     "row_lstm": "PixelRNN Row LSTM reading frames row by row",
     "long": "100-frame sequences, truncated BPTT", "gpu": "OpenSTL ConvLSTM-S size",
+    "predrnn": "PredRNN (st_lstm stack)", "predrnn_pp": "PredRNN++ (causal_lstm stack, GHU)",
+    "predrnn_v2": "PredRNN-V2: st_lstm, reverse scheduled sampling, decoupling loss",
     "smoke": "tiny, for tests",
 }
 
@@ -133,6 +146,11 @@ def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
         c.data.num_frames = 100
         c.train.truncation = 20
         c.train.batch_size = 8
+    elif name in ("predrnn", "predrnn_pp", "predrnn_v2"):
+        c.model.cell = "causal_lstm" if name == "predrnn_pp" else "st_lstm"
+        if name == "predrnn_v2":
+            c.objective.sampling = "reverse"
+            c.objective.decoupling_weight = 0.1
     elif name == "gpu":
         c.model.hidden_size, c.model.num_layers = 128, 4
         c.model.cell_options = "kernel_size=5"

@@ -355,3 +355,18 @@ def test_default_real_run_reaches_mse_100(tmp_path):
     results = loop.run(config, str(tmp_path / "run"))
     assert results["num_sequences"] == 1000
     assert results["mse"] <= 100.0, results
+
+
+@pytest.mark.parametrize("variant, cell, millions", [("predrnn", "st_lstm", 23.8),
+                                                     ("predrnn_v2", "st_lstm", 23.9)])
+def test_gpu_variants_have_openstl_parameter_counts(variant, cell, millions):
+    """`:<variant>,gpu` is sized like OpenSTL's model of that name: its parameter count
+    (from shapes only) matches the one OpenSTL publishes (23.8M PredRNN, 23.9M PredRNN-V2,
+    whose extra parameters are the decoupling 1x1 convolutions) to 1%."""
+    from rnnvision.sweep.runner import parameter_count
+
+    config = mm_config.get_config(f"{variant},gpu")
+    assert config.model.cell == cell and config.model.num_layers == 4
+    assert abs(parameter_count(config) / 1e6 - millions) <= 0.01 * millions
+    v2 = mm_config.get_config("predrnn_v2")
+    assert v2.objective.sampling == "reverse" and v2.objective.decoupling_weight == 0.1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 _POLL_SECONDS = 0.1  # how often a blocked side re-checks the other's state
@@ -92,6 +93,10 @@ class Prefetcher:
             for step in self._steps:
                 if self._stop.is_set() or not self._offer((step, self._load(step))):
                     return
+                # Hand the GIL over: the put may have woken the consumer, which would
+                # otherwise wait up to sys.getswitchinterval() (5 ms) while this thread
+                # builds the next batch in Python.
+                time.sleep(0)
             self._offer(_End())
         except BaseException as e:  # noqa: BLE001 -- handed to the consumer, raised there
             self._offer(_Failure(e))

@@ -79,6 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.num_completions = 8        # completions.png: evaluation images completed
     c.eval.completion_samples = 5     # completions drawn for each of them
     c.eval.sample_seed = 0            # the noise of samples and completions
+    c.eval.main_metric = "nll_nats"   # results.json entry sweeps and comparisons rank by
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 

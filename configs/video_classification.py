@@ -129,6 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.batch_size = 200           # videos per evaluation batch
     c.eval.num_videos = 1000          # size of the fixed evaluation set (ucf101: 0 = the whole split)
     c.eval.num_figure_videos = 10     # evaluation videos in the frame strip (the first 10: one per class)
+    c.eval.main_metric = "accuracy"   # results.json entry sweeps and comparisons rank by
 
     return apply_variants(c, arg, VARIANTS, _apply_variant)
 

@@ -142,7 +142,7 @@ def main(config, root: str, log: Callable[[str], None] = logging.info) -> list[d
     # A study's run config, grid or seeds that changed since its runs is refused.
     main_metric = config.studies[grid.study_names(config)[0]].metric
     manifest.check_and_write(root, grid.manifest_entries(config), main_metric,
-                             safe=("train.progress", "distributed."))
+                             safe=manifest.SAFE_FIELDS)
     if config.sweep.compilation_cache:
         use_compilation_cache(os.path.join(root, "jax_cache"))
     _, num_shards = parse_shard(config.sweep.shard, "sweep.shard")

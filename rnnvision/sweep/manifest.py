@@ -25,7 +25,7 @@ from rnnvision.train.workdir import ConfigMismatchError
 FILE = "sweep.json"
 KIND = "rnnvision sweep"
 # Fields of a base config that change neither the runs nor their results.
-SAFE_FIELDS = ("train.progress", "distributed.")
+SAFE_FIELDS = ("train.progress", "distributed.", "eval.main_metric")  # change no run
 
 
 class SweepMismatchError(ConfigMismatchError):

@@ -118,9 +118,11 @@ def test_a_changed_grid_or_base_config_is_refused_naming_the_difference(swept, c
     with pytest.raises(manifest.SweepMismatchError, match="grid 'sweep'") as error:
         run(_sweep(**change), root, compilation_cache=False, only_summary=True)
     assert expected in str(error.value)
-    # a presentation-only field may differ
+    # presentation-only fields may differ: progress, and what the summary ranks by
     run(_sweep(config=toy_config(**{"train.progress": True})), root, compilation_cache=False,
         only_summary=True)
+    run(_sweep(config=toy_config(**{"eval.main_metric": "loss"})), root,
+        compilation_cache=False, only_summary=True)
 
 
 def test_failing_grid_points_are_recorded_and_the_others_finish(tmp_path):

@@ -31,6 +31,10 @@ Expected results:
   evaluation set of 1000 sequences from the held-out digit pool:
     per-frame MSE 133.5 (copy-last frame 312.5, mean frame 171.7): 57% below
     copy-last; SSIM 0.387, PSNR 15.1 dB, MAE 297.
+  The same config trained longer, `--config.train.num_steps=3000` (2026-12-01, with the
+  ConvLSTM fast path; other jobs shared the cores): MSE 123.3, SSIM 0.442, PSNR 15.4 dB
+  (copy-last ratio 0.39). More steps of this small model do not reach the ConvLSTM
+  paper's 103.3; a larger model within 15 minutes has not been found yet.
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

@@ -12,6 +12,8 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
+from rnnvision.train.writer import read_jsonl  # noqa: F401 -- the trainer's reader, re-exported
+
 
 def temporary_path(path: str) -> str:
     return f"{path}.{os.getpid()}.tmp"
@@ -47,19 +49,6 @@ def read_json(path: str) -> dict[str, Any]:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl; reading stops at a torn line (a run killed mid-write)."""
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-    return rows
 
 
 def number(value: Any) -> float | None:

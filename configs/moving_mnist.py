@@ -152,6 +152,8 @@ def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
         c.train.batch_size = 8
     elif name in ("predrnn", "predrnn_pp", "predrnn_v2"):
         c.model.cell = "causal_lstm" if name == "predrnn_pp" else "st_lstm"
+        if name == "predrnn_pp":  # the Gradient Highway Unit sits between layers 1 and 2
+            c.model.num_layers = max(2, c.model.num_layers)
         if name == "predrnn_v2":
             c.objective.sampling = "reverse"
             c.objective.decoupling_weight = 0.1
@@ -173,7 +175,8 @@ def _apply_variant(c: ml_collections.ConfigDict, name: str) -> None:
         c.data.num_train, c.data.num_eval = 64, 32
         c.data.canvas = 32
         c.data.num_frames, c.data.num_context = 6, 3
-        c.model.hidden_size, c.model.num_layers = 8, 1
+        c.model.hidden_size = 8
+        c.model.num_layers = 2 if c.model.cell == "causal_lstm" else 1
         c.model.patch = 4
         c.model.row_band = 1
         c.objective.sampling_steps = 4

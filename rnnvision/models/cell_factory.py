@@ -69,9 +69,13 @@ def make_cell(model_cfg, size_field: str = "model.hidden_size", **extra_hparams)
         return cells.stack(name, model_cfg.num_layers, residual=model_cfg.get("residual", False),
                            **hparams)
     except (TypeError, ValueError) as e:
-        field = size_field if size_name in str(e) else (
-            "model.num_layers" if "num_layers" in str(e) else "model.cell_options")
-        raise ConfigError(field, hparams, f"valid hyper-parameters of cell {name!r}: {e}") from None
+        if size_name in str(e):
+            field, value = size_field, hparams[size_name]
+        elif "num_layers" in str(e):
+            field, value = "model.num_layers", model_cfg.num_layers
+        else:
+            field, value = "model.cell_options", model_cfg.get("cell_options", "")
+        raise ConfigError(field, value, f"valid hyper-parameters of cell {name!r}: {e}") from None
 
 
 def _whole_stack_hparams(model_cfg, hparams: dict) -> dict:

@@ -78,6 +78,15 @@ def test_ambiguous_or_impossible_stack_configs_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as info:
         build_task(config)
     assert info.value.field == field
+    if field == "model.num_layers":  # the message quotes the field's own value
+        assert "model.num_layers=1 is not allowed" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("variants", ["predrnn_pp,smoke", "smoke,predrnn_pp"])
+def test_predrnn_pp_smoke_keeps_the_two_layers_its_highway_needs(variants):
+    config = mm_config.get_config(variants)
+    assert config.model.cell == "causal_lstm" and config.model.num_layers == 2
+    build_task(config)
 
 
 @pytest.mark.parametrize("name", ["st_lstm", "causal_lstm"])

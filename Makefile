@@ -55,7 +55,7 @@ mutate_tests_cells      := tests/cells
 mutate_code_recurrence  := rnnvision/recurrence.py
 mutate_tests_recurrence := tests/test_recurrence.py tests/test_tbptt_stream.py
 mutate_code_fused       := rnnvision/fused/*
-mutate_tests_fused      := tests/test_fast_paths.py tests/test_interop.py
+mutate_tests_fused      := tests/test_fast_paths.py tests/test_conv_fast_path.py tests/test_interop.py
 mutate_code_metrics     := rnnvision/metrics/*
 mutate_tests_metrics    := tests/metrics
 # Imported once by mutmut's fork server (none of them starts a thread or an XLA

@@ -11,7 +11,9 @@ PyTorch ConvLSTM of the speed benchmark is checked to compute the same function.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +24,11 @@ import rnnvision.fused as fused
 from rnnvision import cells
 from rnnvision.recurrence import TimeLoop, resolve_impl, unroll
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loop_options import MASK, OPTIONS, RESETS  # noqa: E402
+
 B, T, HW, C, F = 3, 7, 5, 2, 3
 TOL = dict(rtol=2e-5, atol=2e-5)
-
-MASK = jnp.array([[1, 1, 0, 1, 1, 1, 1],
-                  [0, 0, 1, 1, 1, 0, 1],
-                  [1, 1, 1, 1, 0, 0, 0]], bool)
-RESETS = jnp.array([[0, 0, 1, 0, 0, 1, 0],
-                    [1, 0, 0, 0, 1, 0, 0],
-                    [0, 0, 0, 0, 0, 0, 1]], bool)
-
-OPTIONS = {
-    "plain": {},
-    "truncation": {"truncation": 2},
-    "mask": {"mask": MASK},
-    "resets": {"resets": RESETS},
-    "reverse": {"reverse": True},
-    "all": {"mask": MASK, "resets": RESETS, "reverse": True, "truncation": 3},
-    "remat": {"remat": 3, "mask": MASK, "truncation": 2},
-    "unroll": {"unroll": 2, "resets": RESETS},
-}
 
 
 def setup(seed=0, spatial=(HW, HW), **hp):

@@ -8,6 +8,9 @@ agree to 1e-5.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,26 +21,11 @@ from rnnvision import cells
 from rnnvision.fused.dense_scan import auto_unroll
 from rnnvision.recurrence import TimeLoop, resolve_impl, stream_init, stream_unroll, unroll
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loop_options import MASK, OPTIONS, RESETS  # noqa: E402
+
 B, T, I, H = 3, 7, 3, 5
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-MASK = jnp.array([[1, 1, 0, 1, 1, 1, 1],
-                  [0, 0, 1, 1, 1, 0, 1],
-                  [1, 1, 1, 1, 0, 0, 0]], bool)
-RESETS = jnp.array([[0, 0, 1, 0, 0, 1, 0],
-                    [1, 0, 0, 0, 1, 0, 0],
-                    [0, 0, 0, 0, 0, 0, 1]], bool)
-
-OPTIONS = {
-    "plain": {},
-    "truncation": {"truncation": 2},
-    "mask": {"mask": MASK},
-    "resets": {"resets": RESETS},
-    "reverse": {"reverse": True},
-    "all": {"mask": MASK, "resets": RESETS, "reverse": True, "truncation": 3},
-    "remat": {"remat": 3, "mask": MASK, "truncation": 2},
-    "unroll": {"unroll": 2, "resets": RESETS},
-}
 
 
 def setup(name, seed=0, **hp):

@@ -82,17 +82,22 @@ def torch_rnn(cell_name: str, x, g, mode: str, hidden: int, device: str = "cpu",
     model = cls(x.shape[-1], hidden, batch_first=True).to(device, tdtype)
     tx = torch.from_numpy(x).to(device, tdtype)
     tg = torch.from_numpy(g).to(device, tdtype)
+    return _torch_step(lambda: model(tx)[0], model, tg, mode, device)
+
+
+def _torch_step(forward, model, tg, mode: str, device: str) -> Step:
+    """One timed PyTorch step: gradients of sum(forward() * tg), or forward() alone."""
+    import torch
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 
     def train():
         model.zero_grad(set_to_none=True)
-        ys, _ = model(tx)
-        ys.backward(tg)
+        forward().backward(tg)
         sync()
 
     def infer():
         with torch.no_grad():
-            model(tx)
+            forward()
         sync()
 
     return train if mode == "train" else infer
@@ -128,19 +133,7 @@ def torch_conv_lstm(x, g, mode: str, features: int, kernel_size: int,
     model = torch_conv_lstm_module(c, features, kernel_size).to(device)
     tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device)
     tg = torch.from_numpy(np.ascontiguousarray(g.transpose(0, 1, 4, 2, 3))).to(device)
-    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
-
-    def train():
-        model.zero_grad(set_to_none=True)
-        model(tx).backward(tg)
-        sync()
-
-    def infer():
-        with torch.no_grad():
-            model(tx)
-        sync()
-
-    return train if mode == "train" else infer
+    return _torch_step(lambda: model(tx), model, tg, mode, device)
 
 
 def torch_conv_lstm_module(in_channels: int, features: int, kernel_size: int):

@@ -35,6 +35,15 @@ Expected results:
   ConvLSTM fast path; other jobs shared the cores): MSE 123.3, SSIM 0.442, PSNR 15.4 dB
   (copy-last ratio 0.39). More steps of this small model do not reach the ConvLSTM
   paper's 103.3; a larger model within 15 minutes has not been found yet.
+  Tried toward that bar (2026-12-02, 1200 steps each, evaluation set as above; other
+  jobs shared the cores, which changes the time, not the result):
+    --config.objective.frames=future (loss on the 10 forecast frames only): MSE 134.9,
+      SSIM 0.322: no better than the default's 133.5.
+    `:predrnn,real` (ST-LSTM, 2 x 32, otherwise the default): MSE 120.1, SSIM 0.477,
+      PSNR 15.6 dB (73.6 at the first predicted frame, 147.8 at the tenth), below the
+      ConvLSTM's 3000-step 123.3 after 1200 steps. Its training step costs 1.80x the
+      ConvLSTM's, PredRNN++'s 2.37x (`python -m benchmarks.moving_mnist_cells`, the three
+      steps timed alternately in one process; parameters 186,688 / 366,080 / 513,536).
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

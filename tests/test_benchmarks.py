@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import memory, moving_mnist_throughput, roofline, rnn_speed, steps
+from benchmarks import memory, moving_mnist_cells, moving_mnist_throughput, roofline, rnn_speed, steps
 
 
 def test_train_gflop_counts_forward_and_parameter_gradients():
@@ -49,6 +49,29 @@ def test_moving_mnist_throughput_reports_both_sides_and_the_data_rate():
     assert {"ours", "flax"} <= set(sps) and all(v > 0 for v in sps.values())
     assert out["ratio_ours_to_flax"] == pytest.approx(sps["ours"] / sps["flax"])
     assert out["generator_sequences_per_second"] > 0
+
+
+@pytest.mark.slow  # three compilations of a scheduled-sampling rollout: ~1-2 min on 2 cores
+def test_moving_mnist_cells_times_every_model_and_counts_its_parameters():
+    from configs import moving_mnist as mm_config
+    from rnnvision.sweep.runner import parameter_count
+
+    out = moving_mnist_cells.main(["--variant=smoke", "--repeats=1"])
+    models = ["conv_lstm", "predrnn", "predrnn_pp"]
+    assert list(out["step_seconds"]) == models and all(v > 0 for v in out["step_seconds"].values())
+    assert out["ratio_to_first"]["predrnn"] == pytest.approx(
+        out["step_seconds"]["predrnn"] / out["step_seconds"]["conv_lstm"])
+    for name, variant in [("conv_lstm", "smoke"), ("predrnn", "predrnn,smoke"),
+                          ("predrnn_pp", "predrnn_pp,smoke")]:
+        assert out["parameters"][name] == parameter_count(mm_config.get_config(variant))
+
+
+@pytest.mark.parametrize("argv, match", [(["--models=conv_lstm,pixelcnn"], "--models"),
+                                         (["--repeats=0"], "--repeats"),
+                                         (["--variant=huge"], "--variant")])
+def test_moving_mnist_cells_refuses_bad_arguments_before_compiling(argv, match):
+    with pytest.raises(moving_mnist_cells.UsageError, match=match):
+        moving_mnist_cells.main(argv)
 
 
 def test_roofline_reports_every_rate(monkeypatch):

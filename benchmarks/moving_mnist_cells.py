@@ -5,8 +5,9 @@ r"""Training-step cost of the Moving-MNIST predictors: ConvLSTM, PredRNN, PredRN
 
 Each model is `configs/moving_mnist.py` with its variant (none for the ConvLSTM,
 `predrnn`, `predrnn_pp`, `predrnn_v2`) plus --variant, i.e. the CPU sizes by default.
-One optimizer step each (the config's loss in its sampling mode, backward, Adam;
-jit-compiled, compilation excluded) on the same generated batch, timed alternately in
+Each model's step is the trainer's own compiled step (`benchmarks.trainer_efficiency.
+PureStep`: the config's loss in its sampling mode, backward, clipping, optimizer; state
+donated; compilation and 20 warm-up steps excluded) on ready batches, timed alternately in
 one process, so that a change of load hits every model alike: the ratios are what to
 read on a shared machine. Prints the median step time of each model and its ratio to
 the first; an equal wall-clock budget of N ConvLSTM steps is N / ratio steps of a model.
@@ -20,30 +21,13 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import optax
 
 from benchmarks.cli import ArgumentParser, UsageError, run
+from benchmarks.trainer_efficiency import PureStep
 from configs import moving_mnist as mm_config
-from rnnvision.train import build_task
 
 MODEL_VARIANTS = {"conv_lstm": "", "predrnn": "predrnn", "predrnn_pp": "predrnn_pp",
                   "predrnn_v2": "predrnn_v2"}
-
-
-def train_step(task):
-    """(jitted step, params, opt_state, batch) for the task's own loss."""
-    tx = optax.adam(1e-3)
-    params = task.init_params(jax.random.key(0))
-    batch = jax.tree.map(jnp.asarray, task.train_batch(0, slice(None)))
-
-    @jax.jit
-    def step(params, opt_state, batch, rng):
-        loss, grads = jax.value_and_grad(lambda p: task.loss(p, batch, rng)[0])(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step, params, tx.init(params), batch
 
 
 def main(argv=None) -> dict:
@@ -60,35 +44,29 @@ def main(argv=None) -> dict:
         raise UsageError(f"--models={args.models!r}: choose from {sorted(MODEL_VARIANTS)}")
     if args.repeats < 1:
         raise UsageError(f"--repeats={args.repeats}: give at least 1")
-    state, compile_s, params_n = {}, {}, {}
+    pure, compile_s, params_n = {}, {}, {}
     for name in models:
         variants = ",".join(v for v in (MODEL_VARIANTS[name], args.variant) if v)
         try:
             config = mm_config.get_config(variants or None)
         except ValueError as e:  # an unknown variant
             raise UsageError(f"--variant={args.variant!r}: {e}") from None
-        step, params, opt_state, batch = train_step(build_task(config))
-        params_n[name] = sum(x.size for x in jax.tree.leaves(params))
         t0 = time.perf_counter()
-        out = jax.block_until_ready(step(params, opt_state, batch, jax.random.key(0)))
+        pure[name] = PureStep(config)  # compiles and runs 20 warm-up steps
         compile_s[name] = time.perf_counter() - t0
-        state[name] = (step, batch, out)
+        params_n[name] = sum(x.size for x in jax.tree.leaves(pure[name].state.params))
     times = {name: [] for name in models}
-    for r in range(args.repeats):  # alternate, so load changes hit every model alike
+    for _ in range(args.repeats):  # alternate, so load changes hit every model alike
         for name in models:
-            step, batch, (params, opt_state, _) = state[name]
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(step(params, opt_state, batch, jax.random.key(r + 1)))
-            times[name].append(time.perf_counter() - t0)
-            state[name] = (step, batch, out)
+            times[name].append(pure[name].time(1))
     median = {name: statistics.median(t) for name, t in times.items()}
     results = {"device": str(jax.devices()[0].device_kind), "variant": args.variant,
                "repeats": args.repeats, "step_seconds": median, "parameters": params_n,
                "ratio_to_first": {n: median[n] / median[models[0]] for n in models},
-               "compile_seconds": compile_s}
+               "compile_and_warmup_seconds": compile_s}
     for name in models:
         print(f"{name:>12s}: {median[name] * 1e3:8.1f} ms/step  {results['ratio_to_first'][name]:.2f}x "
-              f"{models[0]}  ({params_n[name]:,} parameters, compile {compile_s[name]:.0f} s)")
+              f"{models[0]}  ({params_n[name]:,} parameters, compile + warm-up {compile_s[name]:.0f} s)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

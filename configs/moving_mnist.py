@@ -41,9 +41,10 @@ Expected results:
       SSIM 0.322: no better than the default's 133.5.
     `:predrnn,real` (ST-LSTM, 2 x 32, otherwise the default): MSE 120.1, SSIM 0.477,
       PSNR 15.6 dB (73.6 at the first predicted frame, 147.8 at the tenth), below the
-      ConvLSTM's 3000-step 123.3 after 1200 steps. Its training step costs 1.80x the
-      ConvLSTM's, PredRNN++'s 2.37x (`python -m benchmarks.moving_mnist_cells`, the three
-      steps timed alternately in one process; parameters 186,688 / 366,080 / 513,536).
+      ConvLSTM's 3000-step 123.3 after 1200 steps. Its training step costs 1.83x the
+      ConvLSTM's, PredRNN++'s 2.55x (`python -m benchmarks.moving_mnist_cells`: the
+      trainer's three compiled steps timed alternately in one process; parameters
+      186,688 / 366,080 / 513,536), so 15 minutes hold about 1450 of its steps (benchmarks/NOTES.md M1).
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

@@ -45,6 +45,9 @@ Expected results:
       ConvLSTM's, PredRNN++'s 2.55x (`python -m benchmarks.moving_mnist_cells`: the
       trainer's three compiled steps timed alternately in one process; parameters
       186,688 / 366,080 / 513,536), so 15 minutes hold about 1450 of its steps (benchmarks/NOTES.md M1).
+    `:predrnn,real --config.train.num_steps=1450` on the idle machine: 14 min 43 s in all
+      (compilation and evaluation included), MSE 117.1, SSIM 0.500, PSNR 15.7 dB: the
+      best 15-minute figure so far, still above 100.
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

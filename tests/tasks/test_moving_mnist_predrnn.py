@@ -352,8 +352,9 @@ def test_predrnn_v2_smoke_run_logs_its_terms(tmp_path):
 # -- the CPU quality bar ---------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 18's bar is not met yet: the default ConvLSTM gets "
-                   "133.5, the best 15-minute run so far (PredRNN 2 x 32) 117.1 (configs/moving_mnist.py)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 18's bar is not met yet: the default ConvLSTM gets 133.5, the "
+                          "best 15-minute run so far (PredRNN 2 x 32) 117.1 (configs/moving_mnist.py)")
 def test_default_real_run_reaches_mse_100(tmp_path):
     """The README bar: the default config on real digits reaches per-frame MSE <= 100
     on the fixed evaluation set of 1000 sequences (about 15 minutes on 2 cores):

@@ -48,6 +48,8 @@ Expected results:
     `:predrnn,real --config.train.num_steps=1450` on the idle machine: 14 min 43 s in all
       (compilation and evaluation included), MSE 117.1, SSIM 0.500, PSNR 15.7 dB: the
       best 15-minute figure so far, still above 100.
+    `:predrnn_pp,real --config.train.num_steps=1040` on the idle machine: 16 min 35 s in
+      all, MSE 115.1, SSIM 0.540, PSNR 15.7 dB (over the 15 minutes: fewer steps next time).
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

@@ -119,3 +119,53 @@ def test_rejects_mismatched_ids_and_untokenized_lists():
         metrics.caption_metrics({0: ["a b"]}, {0: ["a b"]})
     with pytest.raises(ValueError, match="non-empty list"):
         metrics.caption_metrics({0: []}, {0: "a b"})
+
+
+@pytest.mark.parametrize("ids", [
+    list(HYPOTHESES),
+    ["img1", "img5"],            # 6 words against closest lengths 6 + 4: brevity penalty applies
+    ["img1", "img6"],            # 1 and 0 words: no bigram to 4-gram guessed at all
+])
+def test_bleu_matches_pycocoevalcap_to_the_last_bit(ids):
+    # Same operations in the same order as pycocoevalcap, so its tiny guards
+    # (+1e-15, +1e-9) show in the last bits; a sign flip of either changes them.
+    refs = {k: REFERENCES[k] for k in ids}
+    hyps = {k: HYPOTHESES[k] for k in ids}
+    want_bleu, _, _ = _pycocoevalcap_scores(refs, hyps)
+    got = metrics.bleu(refs, hyps)
+    assert all(type(v) is float for v in got)
+    assert got == want_bleu
+
+
+def test_bleu_closest_reference_can_be_the_longer_one():
+    # 8 words against references of 3 and 9 words: the closest is 9 (not the
+    # shortest), all 8 unigrams match, BP = exp(1 - 9/8).
+    refs = {0: ["a b c", "a b c d e f g h i"]}
+    hyps = {0: "a b c d e f g h"}
+    assert metrics.bleu(refs, hyps)[0] == pytest.approx(math.exp(1 - 9 / 8), abs=1e-8)
+    assert metrics.bleu(refs, hyps) == _pycocoevalcap_scores(refs, hyps)[0]
+
+
+def test_cider_d_passes_sigma_on():
+    # The hand-computed case of `test_cider_hand_computed` with sigma = 2: one
+    # word less costs exp(-1^2 / (2 * 2^2)).
+    refs, hyps = {"a": ["a b"], "b": ["c d"]}, {"a": "a b", "b": "c"}
+    want_b = 10 * (1 / math.sqrt(2)) * math.exp(-1 / 8) / 4
+    assert metrics.cider_d_per_image(refs, hyps, sigma=2.0)["b"] == pytest.approx(want_b,
+                                                                                abs=1e-12)
+    assert metrics.cider_d(refs, hyps, sigma=2.0) == pytest.approx((5 + want_b) / 2, abs=1e-12)
+
+
+def test_input_errors_name_the_problem():
+    for fn in (metrics.bleu, metrics.cider_d_per_image, metrics.caption_metrics):
+        with pytest.raises(ValueError, match=r"^empty corpus: no references given$"):
+            fn({}, {})
+    with pytest.raises(ValueError, match=r"^references and hypotheses must have the same ids; "
+                                         r"differ on \['0', '2'\]$"):
+        metrics.bleu({0: ["a"], 1: ["b"]}, {1: "b", 2: "c"})
+    # At most 5 differing ids are listed (sorted as strings).
+    with pytest.raises(ValueError, match=r"differ on \['0', '1', '10', '11', '12'\]$"):
+        metrics.bleu({k: ["a"] for k in range(6)}, {k: "a" for k in range(10, 16)})
+    with pytest.raises(TypeError, match=r"^hypotheses\[0\] must be one string, "
+                                        r"got <class 'list'>$"):
+        metrics.bleu({0: ["a b"]}, {0: ["a b"]})

@@ -96,3 +96,56 @@ def test_recurrent_sigma_max_is_the_largest_gate_block_singular_value():
     assert float(recurrent_sigma_max({"w_x": params["w_x"]})) == 0.0
     huge = dict(params, w_h=jnp.full((6, 24), 3e38, jnp.float32))   # overflows: reported as nan
     assert np.isnan(float(recurrent_sigma_max(huge)))
+
+
+def test_dtypes_under_x64_follow_the_inputs():
+    # With jax_enable_x64 on, a dtype left to the default (or a float64 constant)
+    # would turn float32 / bf16 gradients' diagnostics into float64 ones.
+    a, b = _tree(0), _tree(1)
+    with jax.enable_x64(True):
+        for dtype in (jnp.float32, jnp.bfloat16):
+            ta, tb = (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), t)
+                      for t in (a, b))
+            for fn, args in [(metrics.global_norm, (ta,)), (metrics.cosine_similarity, (ta, tb)),
+                             (metrics.relative_norm_error, (ta, tb)),
+                             (metrics.largest_singular_value, (ta["head"][0],))]:
+                assert jax.eval_shape(fn, *args).dtype == jnp.float32, (fn.__name__, dtype)
+        assert metrics.global_norm({}).dtype == jnp.float32
+        # float64 trees are reduced in float64: numpy to ~1e-15.
+        a64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), a)
+        got = metrics.global_norm(a64)
+        assert got.dtype == jnp.float64
+        assert float(got) == pytest.approx(np.linalg.norm(_flat(a)), rel=1e-14)
+
+
+def test_largest_singular_value_rejects_non_matrices_naming_the_shape():
+    with pytest.raises(ValueError, match=r"expected a \(M, N\) matrix, got shape \(2, 3, 4\)"):
+        metrics.largest_singular_value(np.zeros((2, 3, 4)))
+
+
+def test_power_iteration_starts_from_the_given_key():
+    # One step from v0 = normalize(normal(key)), redone in float64 numpy: the
+    # estimate depends on v0, so it tells which key was used (default PRNGKey(0)).
+    m = _matrix_with_spectrum([3.0, 1.5, 1.0, 0.5, 0.1], (7, 5))
+    a = m.astype(np.float64)
+
+    def one_step(key):
+        v = np.asarray(jax.random.normal(key, (5,), jnp.float32), np.float64)
+        v = a.T @ (a @ (v / np.linalg.norm(v)))
+        return np.linalg.norm(a @ (v / np.linalg.norm(v)))
+
+    want_default, want_3 = one_step(jax.random.PRNGKey(0)), one_step(jax.random.PRNGKey(3))
+    assert abs(want_default - want_3) > 1e-3 * want_3  # the key matters at one step
+    power = metrics.largest_singular_value
+    assert float(power(m, 1)) == pytest.approx(want_default, rel=1e-5)
+    assert float(power(m, 1, jax.random.PRNGKey(3))) == pytest.approx(want_3, rel=1e-5)
+
+
+def test_recurrent_matrix_skips_list_entries_before_w_h():
+    # Paths through lists end in SequenceKey (no `.key`); they must be skipped, not fail.
+    from rnnvision.metrics.gradients import recurrent_matrix, recurrent_sigma_max
+
+    w_h = 2.0 * np.eye(3, dtype=np.float32)
+    params = {"a_layers": [np.ones(2, np.float32)], "w_h": w_h}
+    assert recurrent_matrix(params) is w_h
+    assert float(recurrent_sigma_max(params)) == pytest.approx(2.0, rel=1e-5)

@@ -1,5 +1,6 @@
 """Frame metrics against scikit-image and numpy references."""
 
+import jax
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -153,3 +154,66 @@ def test_step_keys_sort_in_step_order_for_long_horizons():
     out = metrics.video_prediction_metrics(true + 0.5, true)
     steps = sorted(k for k in out if k.startswith("mae/step_"))
     assert steps[0] == "mae/step_001" and steps[-1] == "mae/step_100" and len(steps) == 100
+
+
+def test_bad_shapes_raise_errors_that_name_the_shapes():
+    with pytest.raises(ValueError, match=r"^pred and true shapes differ: "
+                                         r"\(1, 11, 12, 1\) vs \(1, 11, 11, 1\)"):
+        metrics.psnr(np.zeros((1, 11, 12, 1)), np.zeros((1, 11, 11, 1)))
+    with pytest.raises(ValueError, match=r"^expected \(\.\.\., H, W, C\) frames, "
+                                         r"got shape \(11, 11\)"):
+        metrics.ssim(np.zeros((11, 11)), np.zeros((11, 11)))
+    with pytest.raises(ValueError, match=r"^expected \(B, T, H, W, C\) videos, "
+                                         r"got shape \(2, 11, 11, 1\)$"):
+        metrics.video_prediction_metrics(np.zeros((2, 11, 11, 1)), np.zeros((2, 11, 11, 1)))
+
+
+def test_video_prediction_metrics_uint8_with_data_range_255():
+    # 8-bit frames: every metric must promote before subtracting (uint8 arithmetic
+    # wraps around) and pass data_range to the model AND both baselines.
+    rng = np.random.default_rng(5)
+    true = rng.integers(0, 256, (2, 3, 12, 12, 1), dtype=np.uint8)
+    pred = np.clip(true.astype(np.int64) + rng.integers(-40, 41, true.shape), 0, 255)
+    pred = pred.astype(np.uint8)
+    context_last = rng.integers(0, 256, (2, 12, 12, 1), dtype=np.uint8)
+    mean_frame = rng.integers(0, 256, (12, 12, 1), dtype=np.uint8)
+    out = metrics.video_prediction_metrics(pred, true, context_last=context_last,
+                                           mean_frame=mean_frame, data_range=255.0)
+    with pytest.raises(ValueError, match=r"^mean_frame shape \(12, 12\) != \(12, 12, 1\)$"):
+        metrics.video_prediction_metrics(pred, true, mean_frame=mean_frame[..., 0],
+                                         data_range=255.0)
+
+    ssim255 = lambda p, t: structural_similarity(t, p, **dict(SKIMAGE_SSIM, data_range=255.0))
+    psnr255 = lambda p, t: peak_signal_noise_ratio(t, p, data_range=255.0)
+    baselines = {"": pred, "copy_last/": np.broadcast_to(context_last[:, None], true.shape),
+                 "mean_frame/": np.broadcast_to(mean_frame, true.shape)}
+    for prefix, guess in baselines.items():
+        diff = guess.astype(np.int64) - true.astype(np.int64)
+        want = {"mse": (diff**2).sum(axis=(2, 3, 4)).mean(axis=0),
+                "mae": np.abs(diff).sum(axis=(2, 3, 4)).mean(axis=0),
+                "ssim": _per_frame(ssim255, guess, true).mean(axis=0),
+                "psnr": _per_frame(psnr255, guess, true).mean(axis=0)}
+        for name, values in want.items():
+            got = [out[f"{prefix}{name}/step_{t:02d}"] for t in (1, 2, 3)]
+            np.testing.assert_allclose(got, values, rtol=1e-5, atol=1e-4, err_msg=prefix + name)
+            # The average over steps is taken in float64 from the reported per-step values.
+            assert out[prefix + name] == float(np.mean(np.array(got, np.float64)))
+
+
+def test_float32_frames_stay_float32_and_float64_run_in_float64_under_x64():
+    # With jax_enable_x64 on, a float64 constant or a dtype left to the default
+    # would silently turn float32 metrics into float64 ones.
+    pred, true = _random_pair((1, 2, 11, 13, 2), seed=4)
+    fns = {"ssim": metrics.ssim, "ssim_map": metrics.ssim_map, "psnr": metrics.psnr,
+           "frame_mse": metrics.frame_mse, "frame_mae": metrics.frame_mae}
+    with jax.enable_x64(True):
+        for in_dtype, out_dtype in [(np.float32, np.float32), (np.uint8, np.float32),
+                                    (np.float16, np.float32), (np.float64, np.float64)]:
+            args = [jax.ShapeDtypeStruct(pred.shape, in_dtype)] * 2
+            for name, fn in fns.items():
+                assert jax.eval_shape(fn, *args).dtype == out_dtype, (name, in_dtype)
+        # float64 frames are computed in float64: skimage to ~1e-12.
+        got_ssim = np.asarray(metrics.ssim(pred, true))
+        got_psnr = np.asarray(metrics.psnr(pred, true))
+    np.testing.assert_allclose(got_ssim, _skimage_ssim(pred, true), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(got_psnr, _skimage_psnr(pred, true), atol=1e-10, rtol=0)

@@ -52,6 +52,14 @@ def test_stack_checks_num_layers():
     assert len(cells.stack("gru", 3, hidden_size=4).cells) == 3
 
 
+def test_stack_passes_hparams_to_every_layer_and_residual_defaults_to_off():
+    gru = cells.get("gru", hidden_size=5, recurrent_scale=0.5)
+    assert cells.stack("gru", 2, hidden_size=5, recurrent_scale=0.5) == cells.StackedCell(
+        cells=(gru, gru), residual=False)
+    assert cells.stack("gru", 3, residual=True, hidden_size=5, recurrent_scale=0.5) == (
+        cells.StackedCell(cells=(gru, gru, gru), residual=True))
+
+
 def test_register_rejects_non_cells_and_name_clashes():
     with pytest.raises(TypeError, match="subclass"):
         cells.register("not_a_cell", dict)

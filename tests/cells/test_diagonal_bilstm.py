@@ -8,6 +8,8 @@ The reference walks the image pixel by pixel, never skewing it: for direction d
 and the layer's output is h^0(i, j) + mirror(h^1)(i - 1, j).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +64,80 @@ def test_init_checks_the_step_shape():
         cell.init(prng_key(0), (5, 3))
     with pytest.raises(ValueError, match="multiples"):
         cell.init(prng_key(0), (2, 5, 4))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 2), (2, 5), (1, 2, 5, 2)])
+def test_init_refuses_steps_that_are_not_both_directions_naming_the_shape(shape):
+    cell = cells.get("diagonal_bilstm", features=3)
+    message = ("diagonal_bilstm takes skewed columns of both directions, (2, H, C); "
+               f"got input_shape={shape}")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        cell.init(prng_key(0), shape)
+
+
+def test_forget_bias_block_and_float32_params_and_carry_under_x64():
+    """b (2, 4F): the forget block (second of i, f, g, o) of both directions starts at
+    forget_bias, the others at 0; every parameter, the carry and the output stay float32
+    with jax_enable_x64 on (where JAX's own defaults are float64)."""
+    cell = cells.get("diagonal_bilstm", features=3, forget_bias=1.5)
+    params = cell.init(prng_key(0), (2, 4, 2))
+    assert {k: v.shape for k, v in params.items()} == {
+        "w_x": (2, 2, 12), "w_h": (2, 6, 12), "b": (2, 12)}
+    np.testing.assert_array_equal(params["b"], [[0.0] * 3 + [1.5] * 3 + [0.0] * 6] * 2)
+    with jax.enable_x64(True):
+        shapes = jax.eval_shape(lambda key: cell.init(key, (2, 4, 2)), jax.random.key(0))
+        x = jax.ShapeDtypeStruct((3, 2, 4, 2), jnp.float32)
+        carry = jax.eval_shape(lambda p: cell.initial_carry(p, x.shape), shapes)
+        new_carry, y = jax.eval_shape(cell.step, shapes, carry, x)
+    for path, leaf in jax.tree_util.tree_leaves_with_path((shapes, carry.c, carry.h,
+                                                           new_carry.c, new_carry.h, y)):
+        assert leaf.dtype == jnp.float32, f"{jax.tree_util.keystr(path)} is {leaf.dtype}"
+
+
+_ALLOWED_INITS = "['glorot_uniform', 'lecun_normal', 'normal', 'orthogonal']"
+
+
+@pytest.mark.parametrize("hparams, message", [
+    ({"features": 0}, "features=0 must be a positive integer"),
+    ({"channel_groups": 0}, "channel_groups=0 must be a positive integer"),
+    ({"mask": "A"}, "mask='A' with channel_groups=1 shuts the whole 1x1 input kernel of "
+                    "diagonal_bilstm; allowed: mask='B' or None (or mask='A' with "
+                    "channel_groups > 1)"),
+    ({"kernel_init": "zeros"},
+     f"kernel_init='zeros' is not a known initializer; allowed: {_ALLOWED_INITS}"),
+    ({"recurrent_init": "eye"},
+     f"recurrent_init='eye' is not a known initializer; allowed: {_ALLOWED_INITS}"),
+])
+def test_bad_hparams_are_refused_with_the_exact_message(hparams, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        cells.get("diagonal_bilstm", **hparams)
+
+
+def test_steps_with_no_or_two_batch_dims_equal_those_with_one():
+    """x (*batch, 2, H, C): the carry and the outputs of 3 steps with batch () and
+    (2, 3) are those of the same columns with one batch dim."""
+    cell = cells.get("diagonal_bilstm", features=3)
+    height, channels = 4, 2
+    params = cell.init(prng_key(0), (2, height, channels))
+    xs = np.random.default_rng(3).standard_normal((6, 3, 2, height, channels)).astype(np.float32)
+
+    def run(xs):  # xs (*batch, steps, 2, H, C)
+        carry = cell.initial_carry(params, xs[..., 0, :, :, :].shape)
+        ys = []
+        for t in range(xs.shape[-4]):
+            carry, y = cell.step(params, carry, xs[..., t, :, :, :])
+            ys.append(y)
+        return carry, np.stack(ys, axis=-4)
+
+    carry, ys = run(xs)
+    carry0, ys0 = run(xs[0])
+    np.testing.assert_allclose(ys0, ys[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(carry0.c, carry.c[0], rtol=1e-6, atol=1e-6)
+    assert carry0.column.shape == () and int(carry0.column) == 3
+    carry23, ys23 = run(xs.reshape(2, 3, *xs.shape[1:]))
+    assert ys23.shape == (2, 3, 3, 2, height, 3) and carry23.column.shape == (2, 3)
+    np.testing.assert_allclose(ys23.reshape(ys.shape), ys, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(carry23.h.reshape(carry.h.shape), carry.h, rtol=1e-6, atol=1e-6)
 
 
 def _reference_layer(x, w_x, w_h, b, groups):

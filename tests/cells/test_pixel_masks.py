@@ -4,6 +4,7 @@ colour channel groups (RGB), computed exactly with jacfwd over every pair of
 """
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,29 @@ def test_channel_mask_by_groups():
     np.testing.assert_array_equal(masks.channel_mask(rgb, rgb, None), np.ones((3, 3)))
 
 
+def test_channel_and_row_masks_are_float32_of_their_full_shape_and_refuse_unknown_masks():
+    """(C_in, C_out) and (k, C_in, C_out) 0/1 float32 arrays (also with jax_enable_x64 on),
+    for mask None too, here with 2 input channels in 2 groups and 3 output channels in 3
+    groups."""
+    g_in, g_out = masks.contiguous_groups(2, 2), masks.contiguous_groups(3, 3)
+    wants = {None: np.ones((2, 3)), "A": [[0, 1, 1], [0, 0, 1]], "B": [[1, 1, 1], [0, 1, 1]]}
+    for mask, want in wants.items():
+        with warnings.catch_warnings():  # no NumPy warning (e.g. a division by group 0)
+            warnings.simplefilter("error", RuntimeWarning)
+            centre = masks.channel_mask(g_in, g_out, mask)
+        assert centre.shape == (2, 3) and centre.dtype == jnp.float32, mask
+        np.testing.assert_array_equal(centre, want)
+        row = masks.row_kernel_mask(3, g_in, g_out, mask)
+        assert row.shape == (3, 2, 3) and row.dtype == jnp.float32, mask
+        np.testing.assert_array_equal(row, [np.ones((2, 3)), want,
+                                            np.ones((2, 3)) if mask is None else np.zeros((2, 3))])
+        with jax.enable_x64(True):  # float32 still, where NumPy's and JAX's defaults are float64
+            assert masks.row_kernel_mask(3, g_in, g_out, mask).dtype == jnp.float32, mask
+            assert masks.image_kernel_mask(3, g_in, g_out, mask).dtype == jnp.float32, mask
+    with pytest.raises(ValueError, match=r"^mask='C'; allowed: \(None, 'A', 'B'\)$"):
+        masks.channel_mask(g_in, g_out, "C")
+
+
 def test_image_kernel_mask_one_group():
     one = masks.contiguous_groups(1, 1)
     want_a = [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
@@ -34,6 +58,25 @@ def test_image_kernel_mask_one_group():
     want_b = [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
     np.testing.assert_array_equal(masks.image_kernel_mask(3, one, one, "B")[..., 0, 0], want_b)
     np.testing.assert_array_equal(masks.row_kernel_mask(5, one, one, "A")[:, 0, 0], [1, 1, 0, 0, 0])
+
+
+def test_image_kernel_mask_five_taps_and_no_mask():
+    """A 5x5 kernel centred on tap (2, 2): two rows above open, two below shut; and
+    mask None opens every tap of every channel pair (here 2 input, 3 output groups)."""
+    one = masks.contiguous_groups(1, 1)
+    want_b = [[1, 1, 1, 1, 1],
+              [1, 1, 1, 1, 1],
+              [1, 1, 1, 0, 0],
+              [0, 0, 0, 0, 0],
+              [0, 0, 0, 0, 0]]
+    np.testing.assert_array_equal(masks.image_kernel_mask(5, one, one, "B")[..., 0, 0], want_b)
+    want_a = np.array(want_b)
+    want_a[2, 2] = 0
+    np.testing.assert_array_equal(masks.image_kernel_mask(5, one, one, "A")[..., 0, 0], want_a)
+    none = masks.image_kernel_mask(3, masks.contiguous_groups(2, 2), masks.contiguous_groups(3, 3),
+                                   None)
+    assert none.shape == (3, 3, 2, 3) and none.dtype == jnp.float32
+    np.testing.assert_array_equal(none, np.ones((3, 3, 2, 3)))
 
 
 HEIGHT, WIDTH, GROUPS = 5, 6, 3

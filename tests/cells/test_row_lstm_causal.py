@@ -16,6 +16,7 @@ mask-A 2-D convolution (which sees the row above) before its Row LSTM layers.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +83,29 @@ def test_dependency_pattern_is_exactly_the_causal_one(mask, kernel_size):
     influences_later = np.any(got & ~out_before_or_at_in, axis=(0, 1))
     reaches = influences_later[:, :-1] if mask == "A" else influences_later.ravel()[:-1]
     assert np.all(reaches), f"mask={mask!r}: some pixels influence no later output"
+
+
+def test_init_refuses_steps_that_are_not_rows_naming_the_shape():
+    with pytest.raises(ValueError, match=r"^row_lstm takes rows of shape \(W, C\); "
+                                         r"got input_shape=\(5, 6, 2\)$"):
+        cells.get("row_lstm", features=3).init(prng_key(0), (5, 6, 2))
+
+
+_ALLOWED_INITS = "['glorot_uniform', 'lecun_normal', 'normal', 'orthogonal']"
+
+
+@pytest.mark.parametrize("hparams, message", [
+    ({"features": 0}, "features=0 must be a positive integer"),
+    ({"kernel_size": 0}, "kernel_size=0 must be a positive integer"),
+    ({"kernel_size": 4}, "kernel_size=4 must be odd (a centred 1-D kernel)"),
+    ({"mask": "C"}, "mask='C'; allowed: (None, 'A', 'B')"),
+    ({"channel_groups": 0}, "channel_groups=0 must be a positive integer"),
+    ({"features": 4, "channel_groups": 3}, "features=4 must be a multiple of channel_groups=3"),
+    ({"kernel_init": "zeros"},
+     f"kernel_init='zeros' is not a known initializer; allowed: {_ALLOWED_INITS}"),
+    ({"recurrent_init": "eye"},
+     f"recurrent_init='eye' is not a known initializer; allowed: {_ALLOWED_INITS}"),
+])
+def test_bad_hparams_are_refused_with_the_exact_message(hparams, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        cells.get("row_lstm", **hparams)

@@ -54,7 +54,10 @@ class ConvLSTMCell(Cell):
 
     def validate(self):
         check_positive_int(self.features, "features")
-        for k in _pair(self.kernel_size):
+        kernel = _pair(self.kernel_size)
+        if len(kernel) != 2:
+            raise ValueError(f"kernel_size={self.kernel_size!r} must be an int or (kh, kw)")
+        for k in kernel:
             check_positive_int(k, "kernel_size")
         # Checked here so a bad config fails when the cell is built, naming the
         # field, not deep inside lax.conv at the first step.

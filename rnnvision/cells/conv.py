@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnnvision.cells.base import check_positive_int
 from rnnvision.cells.conv_grad import conv_nd, explicit_padding
 
 
@@ -29,3 +30,13 @@ def conv(x: jax.Array, w: jax.Array, padding, dtype) -> jax.Array:
     pads = explicit_padding(padding, flat.shape[1:-1], w.shape[:nsp])
     y = conv_nd(flat, w, pads, jnp.dtype(dtype))
     return y.reshape((*lead, *y.shape[1:]))
+
+
+def kernel_pair(kernel_size) -> tuple[int, int]:
+    """(kh, kw) of a 2-D kernel given as k or (kh, kw); raises ValueError naming kernel_size."""
+    kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(kernel) != 2:
+        raise ValueError(f"kernel_size={kernel_size!r} must be an int or (kh, kw)")
+    for k in kernel:
+        check_positive_int(k, "kernel_size")
+    return kernel

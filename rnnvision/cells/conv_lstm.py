@@ -8,15 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from rnnvision.cells.base import Cell, check_positive_int, initializer
-from rnnvision.cells.conv import conv
+from rnnvision.cells.conv import conv, kernel_pair
 from rnnvision.cells.lstm import LSTMCarry, lstm_gates
 
 
 _PADDINGS = ("SAME", "VALID", "SAME_LOWER")
-
-
-def _pair(k) -> tuple[int, int]:
-    return (k, k) if isinstance(k, int) else tuple(k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +50,7 @@ class ConvLSTMCell(Cell):
 
     def validate(self):
         check_positive_int(self.features, "features")
-        kernel = _pair(self.kernel_size)
-        if len(kernel) != 2:
-            raise ValueError(f"kernel_size={self.kernel_size!r} must be an int or (kh, kw)")
-        for k in kernel:
-            check_positive_int(k, "kernel_size")
+        kernel_pair(self.kernel_size)
         # Checked here so a bad config fails when the cell is built, naming the
         # field, not deep inside lax.conv at the first step.
         if isinstance(self.padding, str):
@@ -73,7 +65,7 @@ class ConvLSTMCell(Cell):
     def init(self, key, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"conv_lstm takes (H, W, C) inputs; got input_shape={tuple(input_shape)}")
-        kh, kw = _pair(self.kernel_size)
+        kh, kw = kernel_pair(self.kernel_size)
         f, c_in = self.features, input_shape[-1]
         k_x, k_h = jax.random.split(key)
         # float32 whatever jax_enable_x64 says (the initializers' default is float64 then).

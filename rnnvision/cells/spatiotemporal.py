@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnvision.cells.base import Array, Carry, Cell, Params, check_positive_int, initializer
-from rnnvision.cells.conv import conv
+from rnnvision.cells.conv import conv, kernel_pair
 
 # Increments (ΔC, ΔM) of one layer, each (*B, H, W, F).
 Increments = tuple[Array, Array]
@@ -31,10 +31,6 @@ Increments = tuple[Array, Array]
 # F.normalize's floor on a norm: a zero increment gives a zero unit vector (and a
 # zero, not NaN, gradient) instead of 0/0.
 _NORM_EPS = 1e-12
-
-
-def _pair(k) -> tuple[int, int]:
-    return (k, k) if isinstance(k, int) else tuple(k)
 
 
 def spatial_cosine(a: Array, b: Array) -> Array:
@@ -111,11 +107,7 @@ class SpatiotemporalStack(Cell):
                              "is hashable: no lists)")
         else:
             check_positive_int(self.features, "features")
-        kernel = _pair(self.kernel_size)
-        if len(kernel) != 2:
-            raise ValueError(f"kernel_size={self.kernel_size!r} must be an int or (kh, kw)")
-        for k in kernel:
-            check_positive_int(k, "kernel_size")
+        kernel_pair(self.kernel_size)
         initializer(self.kernel_init, field="kernel_init")
         if not isinstance(self.decoupling, bool):
             raise ValueError(f"decoupling={self.decoupling!r} must be True or False")
@@ -144,7 +136,7 @@ class SpatiotemporalStack(Cell):
         return {name: init(k, shape, jnp.float32) for k, (name, shape) in zip(keys, shapes.items())}
 
     def _kernel_shape(self, c_in: int, c_out: int) -> tuple[int, int, int, int]:
-        return (*_pair(self.kernel_size), c_in, c_out)
+        return (*kernel_pair(self.kernel_size), c_in, c_out)
 
     def _conv(self, x: Array, w: Array) -> Array:
         """A "SAME" convolution in compute dtype, float32 result (the frame keeps its size)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from rnnvision.cells.base import Cell
 
@@ -49,11 +50,14 @@ class StackedCell(Cell):
         return tuple(c.init(k, s) for c, k, s in zip(self.cells, keys, shapes))
 
     def initial_carry(self, params, x_shape):
-        batch, feat = tuple(x_shape[:1]), tuple(x_shape[1:])
-        carries = []
+        # Layer l+1's input shape is layer l's output shape with the same batch dims
+        # (any number of them), found by tracing layer l's step for shapes only.
+        shape, carries = tuple(x_shape), []
         for cell, p in zip(self.cells, params):
-            carries.append(cell.initial_carry(p, batch + feat))
-            feat = cell.output_shape(feat)
+            carry = cell.initial_carry(p, shape)
+            carries.append(carry)
+            _, y = jax.eval_shape(cell.step, p, carry, jax.ShapeDtypeStruct(shape, jnp.float32))
+            shape = tuple(y.shape)
         return tuple(carries)
 
     def project_inputs(self, params, x):

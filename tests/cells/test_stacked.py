@@ -148,3 +148,31 @@ def test_stacked_cell_needs_a_non_empty_tuple_of_cells():
     with pytest.raises(ValueError, match=r"^cells=\(SimpleRNNCell\(.*\), 'gru'\) must be a "
                                          r"non-empty tuple of Cells$"):
         StackedCell(cells=(cells.get("rnn", hidden_size=2), "gru"))
+
+
+@pytest.mark.parametrize("batch", [(), (B,), (2, 3)], ids=["unbatched", "one", "two"])
+def test_initial_carry_and_step_with_any_number_of_batch_dims(batch):
+    """The Cell contract allows any leading batch dims: the stack's carry is each
+    layer's own initial carry for its input shape (x, then the previous layer's
+    output) with the same batch dims, and a step equals the layers' steps in turn."""
+    cell = StackedCell(cells=LAYERS)
+    params = cell.init(prng_key(0), (I,))
+    carry = cell.initial_carry(params, (*batch, I))
+    widths = [I, 4, 3]
+    for layer, p, c, width in zip(LAYERS, params, carry, widths):
+        want = layer.initial_carry(p, (*batch, width))
+        assert jax.tree.map(jnp.shape, c) == jax.tree.map(jnp.shape, want)
+    x = np.random.default_rng(5).standard_normal((*batch, I)).astype(np.float32)
+    _, y = cell.step(params, carry, x)
+    want = x
+    for layer, p, c in zip(LAYERS, params, carry):
+        _, want = layer.step(p, c, want)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-6, atol=1e-7)
+    assert y.shape == (*batch, 3)
+
+
+def test_initial_carry_under_jit_with_conv_layers_and_two_batch_dims():
+    cell = cells.stack("conv_lstm", 2, features=3, kernel_size=3, padding="VALID")
+    params = cell.init(prng_key(0), (5, 6, 2))
+    carry = jax.jit(lambda p: cell.initial_carry(p, (2, B, 5, 6, 2)))(params)
+    assert [c.h.shape for c in carry] == [(2, B, 3, 4, 3), (2, B, 1, 2, 3)]

@@ -76,11 +76,11 @@ mutate: $(addprefix mutate-,$(MUTATE_GROUPS))
 mutate-%: $(MUTATE_STAMP)
 	@test -n "$(mutate_code_$*)" || { echo "unknown mutation group '$*'; groups: cells recurrence fused metrics"; exit 2; }
 	rm -rf $(MUTATE_DIR)/$* && mkdir -p $(MUTATE_DIR)/$*
-	cp -r rnnvision tests pyproject.toml $(MUTATE_DIR)/$*/
+	cp -r rnnvision tests benchmarks pyproject.toml $(MUTATE_DIR)/$*/
 	printf '%s\n' $(MUTATE_PRELOAD) > $(MUTATE_DIR)/$*/preload.txt
 	printf '%s\n' '[mutmut]' 'source_paths = rnnvision' 'only_mutate = $(mutate_code_$*)' \
 	  'pytest_add_cli_args_test_selection =' $(addprefix '    ',$(mutate_tests_$*)) \
-	  'process_isolation = forkserver' 'forkserver_warmup = import' 'preload_modules_file = preload.txt' \
+	  'also_copy =' '    benchmarks' 'process_isolation = forkserver' 'forkserver_warmup = import' 'preload_modules_file = preload.txt' \
 	  'timeout_multiplier = 5' 'timeout_constant = 30' 'use_git_change_detection = false' \
 	  > $(MUTATE_DIR)/$*/setup.cfg
 	cd $(MUTATE_DIR)/$* && $(MUTATE_ENV) $(abspath $(BIN))/mutmut run --max-children $(MUTATE_JOBS)

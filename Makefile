@@ -46,6 +46,8 @@ bench: $(TEST_STAMP)
 # tests; `make mutate MUTATE_GROUPS=metrics` runs one group. Do not combine with -j:
 # every session already runs MUTATE_JOBS workers. Non-killed mutants are listed in
 # build/mutation/<group>/survivors.txt (`mutmut show NAME` there prints the diff).
+# An interrupted run goes on where it stopped with MUTATE_RESUME=1: the same copy of
+# the code and tests, the mutants already checked keep their results.
 MUTATE_GROUPS ?= cells recurrence fused metrics
 MUTATE_JOBS   ?= 2
 MUTATE_DIR    := build/mutation
@@ -75,8 +77,12 @@ mutate: $(addprefix mutate-,$(MUTATE_GROUPS))
 
 mutate-%: $(MUTATE_STAMP)
 	@test -n "$(mutate_code_$*)" || { echo "unknown mutation group '$*'; groups: cells recurrence fused metrics"; exit 2; }
+ifeq ($(MUTATE_RESUME),)
 	rm -rf $(MUTATE_DIR)/$* && mkdir -p $(MUTATE_DIR)/$*
 	cp -r rnnvision tests benchmarks pyproject.toml $(MUTATE_DIR)/$*/
+else
+	@test -f $(MUTATE_DIR)/$*/setup.cfg || { echo "MUTATE_RESUME: no run of group '$*' in $(MUTATE_DIR)/$* to resume"; exit 2; }
+endif
 	printf '%s\n' $(MUTATE_PRELOAD) > $(MUTATE_DIR)/$*/preload.txt
 	printf '%s\n' '[mutmut]' 'source_paths = rnnvision' 'only_mutate = $(mutate_code_$*)' \
 	  'pytest_add_cli_args_test_selection =' $(addprefix '    ',$(mutate_tests_$*)) \

@@ -413,3 +413,87 @@ def test_unroll_truncation_one_keeps_only_the_first_steps_gradient_to_the_carry(
                                           impl="scan")[1]))(carry)
     g_ref = jax.grad(lambda c: jnp.sum(cell.step(params, c, xs[:, -1])[1]))(carry)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-6, atol=1e-7)
+
+
+class _LearnedStartRNN(cells.Cell):
+    """h_t = tanh(x_t + 0.5 h_{t-1}); the initial state is a parameter, h0 (H,)."""
+
+    hidden_size = H
+
+    def init(self, key, input_shape):
+        return {"h0": jnp.linspace(-0.9, 0.7, H, dtype=jnp.float32)}
+
+    def initial_carry(self, params, x_shape):
+        return jnp.broadcast_to(params["h0"], (*x_shape[:-1], H))
+
+    def step(self, params, h, x):
+        h = jnp.tanh(jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, H - x.shape[-1])]) + 0.5 * h)
+        return h, h
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_resets_restore_the_cells_initial_carry_from_its_params(reverse):
+    """A reset starts the episode from `cell.initial_carry(params, ...)`, which may be
+    learned: here a parameter h0. Explicit loop in processing order as the reference."""
+    cell = _LearnedStartRNN()
+    params = cell.init(None, (I,))
+    rng = np.random.default_rng(3)
+    xs = jnp.asarray(rng.standard_normal((B, 5, I)), jnp.float32)
+    resets = np.zeros((B, 5), bool)
+    resets[0, 2] = resets[1, 3] = True
+    carry = jnp.zeros((B, H), jnp.float32)  # differs from h0, so a reset is visible
+    _, ys = unroll(cell, params, carry, xs, resets=jnp.asarray(resets), reverse=reverse,
+                   impl="scan")
+    h0 = np.asarray(params["h0"])
+    for b in range(B):
+        h = np.zeros(H, np.float32)
+        order = range(4, -1, -1) if reverse else range(5)
+        for t in order:
+            # forward: reset before step t; reversed: the episode starting at t+1 ends there
+            if (not reverse and resets[b, t]) or (reverse and t + 1 < 5 and resets[b, t + 1]):
+                h = h0
+            x = np.pad(np.asarray(xs[b, t]), (0, H - I))
+            h = np.tanh(x + 0.5 * h)
+            np.testing.assert_allclose(np.asarray(ys[b, t]), h, rtol=1e-6, atol=1e-6)
+
+
+def test_one_step_sequences_with_resets():
+    """T = 1 (a stream fed one frame at a time, e.g. online inference): a reset
+    restarts the example from the initial carry; the others continue."""
+    cell = _LearnedStartRNN()
+    params = cell.init(None, (I,))
+    xs = np.random.default_rng(4).standard_normal((B, 1, I)).astype(np.float32)  # NumPy
+    carry = jnp.full((B, H), 0.3, jnp.float32)
+    resets = jnp.asarray([[True], [False]])
+    final, ys = unroll(cell, params, carry, xs, resets=resets, impl="scan")
+    x = np.pad(xs[:, 0], [(0, 0), (0, H - I)])
+    want = np.tanh(x + 0.5 * np.stack([np.asarray(params["h0"]), np.full(H, 0.3)]))
+    np.testing.assert_allclose(np.asarray(ys[:, 0]), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(final), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["fused", "scan"])
+def test_unroll_remat_reaches_the_loop(impl):
+    """remat=2 on T=6: 3 chunks of 2 steps under one checkpoint, on either loop."""
+    cell, params = _rnn("lstm")
+    carry, xs = _data(cell, params, steps=6)
+    lengths, _, ckpts = _loop_structure(
+        lambda p: unroll(cell, p, carry, xs, impl=impl, remat=2), params)
+    assert lengths[:2] == [3, 2] and ckpts == 1
+    assert _loop_structure(lambda p: unroll(cell, p, carry, xs, impl=impl), params)[2] == 0
+
+
+def test_unroll_runs_the_loop_its_impl_names():
+    """impl="scan" pins the generic scan where a fast path exists (the fused loop is a
+    custom_vjp); "fused" and "auto" take the fast path; "fused" refuses a cell without one."""
+    cell, params = _rnn("lstm")
+    carry, xs = _data(cell, params, steps=4)
+    fused_in = {impl: "custom_vjp_call" in str(jax.make_jaxpr(
+        lambda p: unroll(cell, p, carry, xs, impl=impl))(params)) for impl in ("scan", "fused", "auto")}
+    assert fused_in == {"scan": False, "fused": True, "auto": True}
+    row = cells.get("row_lstm", features=2, kernel_size=3)
+    row_params = row.init(jax.random.key(0), (5, 1))
+    row_xs = jnp.ones((B, 3, 5, 1))
+    with pytest.raises(ValueError, match="impl='fused'"):
+        unroll(row, row_params, row.initial_carry(row_params, row_xs[:, 0].shape), row_xs,
+               impl="fused")

@@ -22,6 +22,7 @@ import pytest
 
 import rnnvision.fused as fused
 from rnnvision import cells
+from rnnvision.fused.conv_scan import ConvScanSpec, _kernel_grad_padding
 from rnnvision.recurrence import TimeLoop, resolve_impl, unroll
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -220,3 +221,38 @@ def test_torch_peer_of_the_benchmark_computes_the_same_convlstm():
         module.conv.bias.copy_(torch.from_numpy(np.array(params["b"])))
         got = module(torch.from_numpy(np.asarray(xs).transpose(0, 1, 4, 2, 3).copy()))
     np.testing.assert_allclose(got.numpy().transpose(0, 1, 3, 4, 2), ys, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["direct", "fourier"])
+def test_float32_inputs_under_x64_take_the_fast_path(mode, fast_compiles, monkeypatch):
+    """With jax_enable_x64 on (a user who needs float64 elsewhere), float32 inputs,
+    params and carry still take the fast path, and it stays float32: values, dtypes
+    and gradients as the generic scan's."""
+    force_convolutions(monkeypatch, mode)
+    with jax.enable_x64(True):
+        cell, params, carry, xs, weights = setup(seed=3)
+        params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # numpy scaling: f64
+        opts = OPTIONS["all"]
+        assert uses_fast_path(cell, params, carry, xs, **opts)
+        got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+        assert got[0][1].dtype == want[0][1].dtype == jnp.float32
+        assert_close(got, want)
+
+
+def test_kernel_gradient_padding_goes_inside_where_the_input_pads_at_least_as_much():
+    """The kernel-gradient convolution pads its inputs itself (measured faster) when
+    every side of the input convolution pads at least as much as the state's, equal
+    pads included; otherwise x_t and h_{t-1} are padded before it. The two parts
+    always add up to each convolution's own padding."""
+    same = ((1, 1), (2, 2))
+
+    def split(pads_x):
+        spec = ConvScanSpec(truncation=None, reverse=False, unroll=None, pads_x=pads_x,
+                            pads_h=same)
+        inside, before_x, before_h = _kernel_grad_padding(spec)
+        return tuple(map(tuple, inside)), [tuple(p) for p in before_x], [tuple(p) for p in before_h]
+
+    assert split(same) == (same, [(0, 0), (0, 0)], [(0, 0), (0, 0)])
+    assert split(((1, 2), (2, 3))) == (same, [(0, 1), (0, 1)], [(0, 0), (0, 0)])
+    assert split(((0, 0), (0, 0))) == (((0, 0), (0, 0)), [(0, 0), (0, 0)], list(same))
+    assert split(((1, 1), (2, 1))) == (((0, 0), (0, 0)), [(1, 1), (2, 1)], list(same))

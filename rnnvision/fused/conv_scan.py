@@ -201,8 +201,7 @@ def _state_cotangent(spec: ConvScanSpec, w: dict, du: Array):
     (fourier: the spectrum of du_t; direct: du_t itself)."""
     if not spec.fourier:
         return _conv_transpose(du, w["w_h_flip"], spec.pads_h), {"du": du}
-    kernel = [n - size + 1 for n, size in zip(spec.frame, du.shape[1:3])]
-    duf = _spectrum(du, [(0, k - 1) for k in kernel], spec.frame)
+    duf = _spectrum(du, ((0, 0), (0, 0)), spec.frame)  # du zero-padded at the end to the frame
     d_padded = _from_spectrum(jnp.matmul(duf, w["w_h_f_t"]), spec.frame)
     return _crop(d_padded, spec.pads_h), {"duf": duf}
 

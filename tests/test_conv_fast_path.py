@@ -236,6 +236,10 @@ def test_float32_inputs_under_x64_take_the_fast_path(mode, fast_compiles, monkey
         assert uses_fast_path(cell, params, carry, xs, **opts)
         got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
         assert got[0][1].dtype == want[0][1].dtype == jnp.float32
+        # each gradient has its primal's dtype (a float64 one would turn the params
+        # float64 at the optimizer's update)
+        assert jax.tree.map(lambda a: a.dtype, got[1]) == jax.tree.map(
+            lambda a: a.dtype, (params, xs, carry))
         assert_close(got, want)
 
 
@@ -256,3 +260,37 @@ def test_kernel_gradient_padding_goes_inside_where_the_input_pads_at_least_as_mu
     assert split(((1, 2), (2, 3))) == (same, [(0, 1), (0, 1)], [(0, 0), (0, 0)])
     assert split(((0, 0), (0, 0))) == (((0, 0), (0, 0)), [(0, 0), (0, 0)], list(same))
     assert split(((1, 1), (2, 1))) == (((0, 0), (0, 0)), [(1, 1), (2, 1)], list(same))
+
+
+@pytest.mark.parametrize("mode", ["direct", "fourier"])
+def test_truncation_one_matches_generic_scan(mode, fast_compiles, monkeypatch):
+    """k = 1: the carry's cotangent is cut before every step after the first (the
+    cut at processing step 1 included), in both directions."""
+    force_convolutions(monkeypatch, mode)
+    cell, params, carry, xs, weights = setup(seed=4)
+    for reverse in (False, True):
+        opts = dict(truncation=1, reverse=reverse)
+        got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+        assert_close(got, want)
+
+
+def test_unroll_factor_of_both_loops(fast_compiles):
+    """Both loops of the fused ConvLSTM (forward and backward) run unroll 1 by default
+    and the factor asked for otherwise."""
+    cell, params, carry, xs, weights = setup()
+
+    def unrolls(**opts):
+        jaxpr = jax.make_jaxpr(jax.grad(loss_fn(cell, weights, **opts)))(params, xs, carry)
+        found = []
+
+        def visit(jp):
+            for e in jp.eqns:
+                if e.primitive.name == "scan":
+                    found.append(int(e.params["unroll"]))
+                for sub in jax.core.jaxprs_in_params(e.params):
+                    visit(sub)
+        visit(jaxpr.jaxpr)
+        return found
+
+    assert unrolls() == [1, 1]  # forward, backward
+    assert unrolls(unroll=3) == [3, 3]

@@ -241,3 +241,79 @@ def _scan_unrolls(fn, *args) -> set[int]:
 
     jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
     return {int(e.params["unroll"]) for e in equations(jaxpr) if e.primitive.name == "scan"}
+
+
+def test_unsupported_reasons_are_exact():
+    """`fused.unsupported_reason`, word for word, for each condition of the module
+    docstring (shapes and dtypes only: nothing is computed)."""
+    f32, f64 = jnp.float32, jnp.float64
+    spec = lambda shape, dtype=f32: jax.ShapeDtypeStruct(shape, dtype)
+    zeros = lambda shape, dtype=f32: jnp.zeros(shape, dtype)  # a carry: a jax.Array
+    lstm = cells.get("lstm", hidden_size=H)
+    params = jax.eval_shape(lambda: lstm.init(jax.random.key(0), (I,)))
+    carry = cells.LSTMCarry(c=zeros((B, H)), h=zeros((B, H)))
+    x = {"x": spec((T, B, I))}
+    assert fused.unsupported_reason(lstm, params, carry, x) is None
+    kinds = "['ConvLSTMCell', 'GRUCell', 'LSTMCell', 'SimpleRNNCell']"
+    sub = type("MyLSTM", (cells.LSTMCell,), {})(hidden_size=H)
+    assert fused.unsupported_reason(sub, params, carry, x) == (
+        f"fast paths exist for exactly the classes {kinds} (a subclass may change the maths)")
+    assert fused.cell_unsupported_reason(cells.get("lstm", hidden_size=H, compute_dtype="float16")) \
+        == "compute_dtype='float16' (float32 or bfloat16 only)"
+    assert fused.cell_unsupported_reason(cells.get("conv_lstm", features=2,
+                                                   compute_dtype="bfloat16")) \
+        == "compute_dtype='bfloat16' (float32 only)"
+    assert fused.cell_unsupported_reason(lstm) is None
+    dense_inputs = "inputs must be float32 (T, B, I) with one batch dim; got "
+    assert fused.unsupported_reason(lstm, params, carry, {"x": spec((T, B, 2, I))}) == (
+        dense_inputs + "float32 (7, 3, 2, 3)")
+    state = ("params and carry must be float32, the carry a (B, H) state of the cell's own type")
+    gru = cells.get("gru", hidden_size=H)
+    gru_params = jax.eval_shape(lambda: gru.init(jax.random.key(0), (I,)))
+    assert fused.unsupported_reason(gru, gru_params, zeros((B, H)), x) is None
+    assert fused.unsupported_reason(gru, gru_params, carry, x) == state      # not its own type
+    assert fused.unsupported_reason(lstm, params, zeros((B, H)), x) == state  # an array, not LSTMCarry
+    assert fused.unsupported_reason(gru, gru_params, zeros((2, B, H)), x) == state  # two batch dims
+    with jax.enable_x64(True):
+        assert fused.unsupported_reason(lstm, params, carry, {"x": spec((T, B, I), f64)}) == (
+            dense_inputs + "float64 (7, 3, 3)")
+        assert fused.unsupported_reason(gru, gru_params, zeros((B, H), f64), x) == state
+        p64 = dict(gru_params, b_h=spec(gru_params["b_h"].shape, f64))
+        assert fused.unsupported_reason(gru, p64, zeros((B, H)), x) == state
+    conv = cells.get("conv_lstm", features=2, kernel_size=3)
+    conv_params = jax.eval_shape(lambda: conv.init(jax.random.key(0), (5, 5, 1)))
+    conv_carry = cells.LSTMCarry(c=zeros((B, 5, 5, 2)), h=zeros((B, 5, 5, 2)))
+    conv_x = {"x": spec((T, B, 5, 5, 1))}
+    assert fused.unsupported_reason(conv, conv_params, conv_carry, conv_x) is None
+    assert fused.unsupported_reason(conv, conv_params, conv_carry, {"x": spec((T, B, 5, 1))}) == (
+        "inputs must be float32 (T, B, H, W, C) with one batch dim; got float32 (7, 3, 5, 1)")
+    assert fused.unsupported_reason(conv, conv_params, cells.LSTMCarry(
+        c=zeros((B, 5, 5, 2)), h=zeros((B, 5, 2))), conv_x) == (
+        "params and carry must be float32, the carry a (B, H, W, F) state of the cell's own type")
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_float32_inputs_under_x64_take_the_fast_path(name, monkeypatch):
+    """With jax_enable_x64 on, float32 inputs, params and carry still take the fast
+    path; values and gradients match the generic scan's, each gradient with its
+    primal's dtype (a float64 one would turn the params float64 at the update)."""
+    force_layout(monkeypatch, "in_loop")
+    with jax.enable_x64(True):
+        to32 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float32), t)
+        cell, *arrays = setup(name)
+        params, carry, xs, weights = to32(arrays)  # jax.random gives float64 here
+        opts = OPTIONS["all"]
+        assert uses_fast_path(cell, params, carry, xs, **opts)
+
+        @jax.jit
+        def values_and_grads(params, xs, carry):
+            return [(unroll(cell, params, carry, xs, impl=impl, **opts),
+                     jax.grad(loss_fn(cell, weights, impl=impl, **opts),
+                              argnums=(0, 1, 2))(params, xs, carry))
+                    for impl in ("fused", "scan")]
+
+        got, want = values_and_grads(params, xs, carry)
+        dtypes = lambda t: jax.tree.map(lambda a: a.dtype, t)
+        assert dtypes(got[1]) == dtypes((params, xs, carry))
+        assert dtypes(got[0]) == dtypes(want[0])
+        assert_close(got, want)

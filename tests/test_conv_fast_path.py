@@ -127,7 +127,8 @@ def test_values_and_grads_match_generic_scan(option, mode, fast_compiles, monkey
 # tests above), else on inputs padded before it (the first three). Fourier: all
 # inputs are padded into one frame.
 PADDINGS = [("VALID", 3, (HW + 2, HW + 2)), ("SAME_LOWER", (2, 2), (HW, HW)),
-            (((0, 2), (1, 0)), (3, 2), (HW, HW)), (((2, 2), (1, 2)), 3, (HW - 2, HW - 1))]
+            (((0, 2), (1, 0)), (3, 2), (HW, HW)), (((2, 2), (1, 2)), 3, (HW - 2, HW - 1)),
+            ("SAME", 3, (HW - 1, HW + 2))]  # a state that is not square
 PADDING_CASES = [(*p, mode) for p in PADDINGS for mode in ("direct", "fourier")]
 
 

@@ -11,6 +11,7 @@ PyTorch ConvLSTM of the speed benchmark is checked to compute the same function.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -295,3 +296,30 @@ def test_unroll_factor_of_both_loops(fast_compiles):
 
     assert unrolls() == [1, 1]  # forward, backward
     assert unrolls(unroll=3) == [3, 3]
+
+
+def test_fft_rule_on_a_grid(monkeypatch):
+    """`_convolve_through_fft` as its docstring states it, on every state of 4..40 x
+    4..40 with 3/5/7 kernels: the FFT where the direct convolution's H W k_h k_w
+    multiplications are at least `_FFT_MIN_SAVING` times the FFT's 4 per frequency of
+    the real 2-D FFT over the (H + k_h - 1, W + k_w - 1) frame (counted here by NumPy,
+    equalities included); never off the CPU."""
+    frequencies = {}
+    for h, w, kh, kw in itertools.product(range(4, 41), range(4, 41), (3, 5, 7), (3, 5, 7)):
+        frame = (h + kh - 1, w + kw - 1)
+        if frame not in frequencies:
+            frequencies[frame] = np.fft.rfft2(np.zeros(frame)).size
+        want = h * w * kh * kw >= fused._FFT_MIN_SAVING * 4 * frequencies[frame]
+        assert fused._convolve_through_fft((h, w), (kh, kw)) == want, (h, w, kh, kw)
+    assert fused._convolve_through_fft((4, 8), (7, 5))  # saving exactly 4.0
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not fused._convolve_through_fft((32, 32), (7, 7))
+
+
+@pytest.mark.parametrize("mode", ["direct", "fourier"])
+def test_the_chosen_convolution_mode_is_the_one_that_runs(mode, monkeypatch):
+    """The fourier mode's loops transform (fft in the program); the direct mode's do not."""
+    force_convolutions(monkeypatch, mode)
+    cell, params, carry, xs, weights = setup()
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss_fn(cell, weights)))(params, xs, carry))
+    assert ("fft" in jaxpr) == (mode == "fourier")

@@ -317,3 +317,14 @@ def test_float32_inputs_under_x64_take_the_fast_path(name, monkeypatch):
         assert dtypes(got[1]) == dtypes((params, xs, carry))
         assert dtypes(got[0]) == dtypes(want[0])
         assert_close(got, want)
+
+
+def test_automatic_unroll_values(monkeypatch):
+    """The factors of auto_unroll's docstring: 4 for the loops of an lstm training step
+    on CPU, 1 for everything else (other kinds, inference, other backends)."""
+    assert auto_unroll("lstm", training=True) == (4 if jax.default_backend() == "cpu" else 1)
+    for kind, training in [("lstm", False), ("gru", True), ("gru", False), ("rnn", True),
+                           ("rnn", False)]:
+        assert auto_unroll(kind, training=training) == 1, (kind, training)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert auto_unroll("lstm", training=True) == 1

@@ -328,3 +328,45 @@ def test_automatic_unroll_values(monkeypatch):
         assert auto_unroll(kind, training=training) == 1, (kind, training)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert auto_unroll("lstm", training=True) == 1
+
+
+def test_input_matmul_in_loop_rule(monkeypatch):
+    """`_input_matmul_in_loop` as documented: in the loop when W_x and W_h together
+    take at most `_IN_LOOP_WEIGHT_BYTES` (float32), equality included; never off the CPU."""
+    def params(kind, i, h):
+        cell = cells.get(kind, hidden_size=h)
+        return jax.eval_shape(lambda: cell.init(jax.random.key(0), (i,)))
+
+    for kind, i, h in [("lstm", 256, 256), ("lstm", 257, 256), ("lstm", 255, 256),
+                       ("gru", 100, 300), ("rnn", 700, 724), ("rnn", 325, 724), ("lstm", 3, 5)]:
+        p = params(kind, i, h)
+        nbytes = sum(a.size * a.dtype.itemsize for a in (p["w_x"], p["w_h"]))
+        want = nbytes <= fused._IN_LOOP_WEIGHT_BYTES
+        assert fused._input_matmul_in_loop(p) == want, (kind, i, h, nbytes)
+    assert fused._input_matmul_in_loop(params("lstm", 256, 256))  # exactly 2 MiB
+    assert not fused._input_matmul_in_loop(params("lstm", 257, 256))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not fused._input_matmul_in_loop(params("lstm", 3, 5))
+
+
+def _dots_outside_loops(fn, *args) -> int:
+    """dot_general equations of fn's program that are not inside a loop."""
+    def count(jaxpr, in_loop):
+        n = 0
+        for e in jaxpr.eqns:
+            n += e.primitive.name == "dot_general" and not in_loop
+            for sub in jax.core.jaxprs_in_params(e.params):
+                n += count(sub, in_loop or e.primitive.name in ("scan", "while"))
+        return n
+    return count(jax.make_jaxpr(fn)(*args).jaxpr, False)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_the_chosen_layout_is_the_one_that_runs(name, monkeypatch):
+    """Hoisted: x W_x for all steps is one matmul before the forward loop; in the
+    loop: no matmul outside it."""
+    cell, params, carry, xs, weights = setup(name)
+    for layout in ("hoisted", "in_loop"):
+        force_layout(monkeypatch, layout)
+        forward = _dots_outside_loops(lambda p: unroll(cell, p, carry, xs)[1], params)
+        assert (forward >= 1) == (layout == "hoisted"), (layout, forward)

@@ -370,3 +370,15 @@ def test_the_chosen_layout_is_the_one_that_runs(name, monkeypatch):
         force_layout(monkeypatch, layout)
         forward = _dots_outside_loops(lambda p: unroll(cell, p, carry, xs)[1], params)
         assert (forward >= 1) == (layout == "hoisted"), (layout, forward)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_truncation_one_matches_generic_scan(name):
+    """k = 1: the carry's cotangent is cut before every step after the first (the
+    cut at processing step 1 included), in both directions."""
+    cell, params, carry, xs, weights = setup(name, seed=4)
+    for reverse in (False, True):
+        opts = dict(truncation=1, reverse=reverse)
+        grads = [jax.grad(loss_fn(cell, weights, impl=impl, **opts), argnums=(0, 1, 2))(
+            params, xs, carry) for impl in ("fused", "scan")]
+        assert_close(*grads)

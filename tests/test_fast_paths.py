@@ -382,3 +382,27 @@ def test_truncation_one_matches_generic_scan(name):
         grads = [jax.grad(loss_fn(cell, weights, impl=impl, **opts), argnums=(0, 1, 2))(
             params, xs, carry) for impl in ("fused", "scan")]
         assert_close(*grads)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_bfloat16_matmuls_take_bfloat16_operands(name, monkeypatch):
+    """compute_dtype="bfloat16", input matmul in the loop (the whole step and its
+    gradient inside the fast path): every matmul of the forward and backward passes,
+    the weight gradients' included, takes bfloat16 operands (module docstring)."""
+    force_layout(monkeypatch, "in_loop")
+    _, params, carry, xs, weights = setup(name)
+    cell = cells.get(name, hidden_size=H, compute_dtype="bfloat16")
+    jaxpr = jax.make_jaxpr(jax.grad(loss_fn(cell, weights), argnums=(0, 1, 2)))(
+        params, xs, carry)
+    operands = []
+
+    def visit(jp):
+        for e in jp.eqns:
+            if e.primitive.name == "dot_general":
+                operands.append(tuple(str(v.aval.dtype) for v in e.invars))
+            for sub in jax.core.jaxprs_in_params(e.params):
+                visit(sub)
+
+    visit(jaxpr.jaxpr)
+    assert len(operands) >= 5  # forward step, dh in the backward loop, dW_h, dW_x, dx
+    assert set(operands) == {("bfloat16", "bfloat16")}, operands

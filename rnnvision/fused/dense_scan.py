@@ -340,8 +340,9 @@ def _gru_du(da, acts):
                            axis=-1)
 
 
-def _rows_matmul(a, b, compute="float32"):
-    """a^T b over all T*B rows: (T, B, K), (T, B, N) -> (K, N), one matmul."""
+def _rows_matmul(a, b, compute):
+    """a^T b over all T*B rows: (T, B, K), (T, B, N) -> (K, N), one matmul, b cast to
+    `compute` (a is cast to it by `_mm`)."""
     rows = a.shape[0] * a.shape[1]
     return _mm(a.reshape(rows, -1).T, b.reshape(rows, -1).astype(compute))
 

@@ -41,7 +41,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks.rnn_speed
 
 # make mutate: mutation testing of the numerical core with mutmut (a periodic check,
-# not part of `make test`; 1.5 h for metrics + cells on 2 cores, docs/testing.md). One session per
+# not part of `make test`; on 2 cores about 1.5 h for metrics + cells, 1 h for recurrence,
+# 2 h for fused; docs/testing.md). One session per
 # group, each in a fresh copy under build/mutation/<group>/ running that group's fast
 # tests; `make mutate MUTATE_GROUPS=metrics` runs one group. Do not combine with -j:
 # every session already runs MUTATE_JOBS workers. Non-killed mutants are listed in

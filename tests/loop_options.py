@@ -3,7 +3,10 @@
 Not a test module: imported by tests/test_fast_paths.py and tests/test_conv_fast_path.py.
 """
 
+import jax
 import jax.numpy as jnp
+
+from rnnvision.recurrence import unroll
 
 MASK = jnp.array([[1, 1, 0, 1, 1, 1, 1],
                   [0, 0, 1, 1, 1, 0, 1],
@@ -22,3 +25,15 @@ OPTIONS = {
     "remat": {"remat": 3, "mask": MASK, "truncation": 2},
     "unroll": {"unroll": 2, "resets": RESETS},
 }
+
+
+def fused_and_generic(loss_fn, cell, weights, opts):
+    """jit of [(unroll's values, grads of loss_fn(cell, weights, impl=...)) for impl
+    "fused", then "scan"]; loss_fn is the test file's scalar of ys and the final carry."""
+    @jax.jit
+    def values_and_grads(params, xs, carry):
+        return [(unroll(cell, params, carry, xs, impl=impl, **opts),
+                 jax.grad(loss_fn(cell, weights, impl=impl, **opts),
+                          argnums=(0, 1, 2))(params, xs, carry))
+                for impl in ("fused", "scan")]
+    return values_and_grads

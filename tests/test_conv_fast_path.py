@@ -27,7 +27,7 @@ from rnnvision.fused.conv_scan import ConvScanSpec, _kernel_grad_padding
 from rnnvision.recurrence import TimeLoop, resolve_impl, unroll
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loop_options import MASK, OPTIONS, RESETS  # noqa: E402
+from loop_options import MASK, OPTIONS, RESETS, fused_and_generic  # noqa: E402
 
 B, T, HW, C, F = 3, 7, 5, 2, 3
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -82,17 +82,6 @@ def uses_fast_path(cell, params, carry, xs, **opts) -> bool:
     return "custom_vjp_call" in str(jaxpr)
 
 
-def fused_and_generic(cell, weights, opts):
-    """jit of [(unroll's values, grads of loss_fn) for impl "fused", then "scan"]."""
-    @jax.jit
-    def values_and_grads(params, xs, carry):
-        return [(unroll(cell, params, carry, xs, impl=impl, **opts),
-                 jax.grad(loss_fn(cell, weights, impl=impl, **opts),
-                          argnums=(0, 1, 2))(params, xs, carry))
-                for impl in ("fused", "scan")]
-    return values_and_grads
-
-
 @pytest.fixture
 def fast_compiles():
     """jax_disable_most_optimizations for the duration of a test: about 2x faster to
@@ -117,7 +106,7 @@ def test_values_and_grads_match_generic_scan(option, mode, fast_compiles, monkey
     opts = OPTIONS[option]
     assert uses_fast_path(cell, params, carry, xs, **opts)
     assert not uses_fast_path(cell, params, carry, xs, impl="scan", **opts)
-    got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+    got, want = fused_and_generic(loss_fn, cell, weights, opts)(params, xs, carry)
     assert_close(got, want)
 
 
@@ -141,7 +130,7 @@ def test_paddings_and_kernels_match_generic_scan(padding, kernel, spatial, mode,
     cell, params, carry, xs, weights = setup(seed=1, spatial=spatial, padding=padding,
                                              kernel_size=kernel)
     assert uses_fast_path(cell, params, carry, xs)
-    got, want = fused_and_generic(cell, weights, OPTIONS["all"])(params, xs, carry)
+    got, want = fused_and_generic(loss_fn, cell, weights, OPTIONS["all"])(params, xs, carry)
     assert_close(got, want)
 
 
@@ -236,7 +225,7 @@ def test_float32_inputs_under_x64_take_the_fast_path(mode, fast_compiles, monkey
         params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # numpy scaling: f64
         opts = OPTIONS["all"]
         assert uses_fast_path(cell, params, carry, xs, **opts)
-        got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+        got, want = fused_and_generic(loss_fn, cell, weights, opts)(params, xs, carry)
         assert got[0][1].dtype == want[0][1].dtype == jnp.float32
         # each gradient has its primal's dtype (a float64 one would turn the params
         # float64 at the optimizer's update)
@@ -272,7 +261,7 @@ def test_truncation_one_matches_generic_scan(mode, fast_compiles, monkeypatch):
     cell, params, carry, xs, weights = setup(seed=4)
     for reverse in (False, True):
         opts = dict(truncation=1, reverse=reverse)
-        got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+        got, want = fused_and_generic(loss_fn, cell, weights, opts)(params, xs, carry)
         assert_close(got, want)
 
 

@@ -22,7 +22,7 @@ from rnnvision.fused.dense_scan import auto_unroll
 from rnnvision.recurrence import TimeLoop, resolve_impl, stream_init, stream_unroll, unroll
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loop_options import MASK, OPTIONS, RESETS  # noqa: E402
+from loop_options import MASK, OPTIONS, RESETS, fused_and_generic  # noqa: E402
 
 B, T, I, H = 3, 7, 3, 5
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -65,17 +65,6 @@ def uses_fast_path(cell, params, carry, xs, **opts) -> bool:
     return "custom_vjp_call" in str(jaxpr)
 
 
-def fused_and_generic(cell, weights, opts):
-    """jit of [(unroll's values, grads of loss_fn) for impl "fused", then "scan"]."""
-    @jax.jit
-    def values_and_grads(params, xs, carry):
-        return [(unroll(cell, params, carry, xs, impl=impl, **opts),
-                 jax.grad(loss_fn(cell, weights, impl=impl, **opts),
-                          argnums=(0, 1, 2))(params, xs, carry))
-                for impl in ("fused", "scan")]
-    return values_and_grads
-
-
 def force_layout(monkeypatch, layout):
     """Input matmul inside the loop ("in_loop") or hoisted before it ("hoisted")."""
     monkeypatch.setattr(fused, "_IN_LOOP_WEIGHT_BYTES", 1 << 40 if layout == "in_loop" else 0)
@@ -97,7 +86,7 @@ def test_values_and_grads_match_generic_scan(name, option, layout, monkeypatch):
     assert uses_fast_path(cell, params, carry, xs, **opts)
     assert not uses_fast_path(cell, params, carry, xs, impl="scan", **opts)
 
-    got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+    got, want = fused_and_generic(loss_fn, cell, weights, opts)(params, xs, carry)
     assert_close(got, want)
 
 
@@ -308,7 +297,7 @@ def test_float32_inputs_under_x64_take_the_fast_path(name, monkeypatch):
         params, carry, xs, weights = to32(arrays)  # jax.random gives float64 here
         opts = OPTIONS["all"]
         assert uses_fast_path(cell, params, carry, xs, **opts)
-        got, want = fused_and_generic(cell, weights, opts)(params, xs, carry)
+        got, want = fused_and_generic(loss_fn, cell, weights, opts)(params, xs, carry)
         dtypes = lambda t: jax.tree.map(lambda a: a.dtype, t)
         assert dtypes(got[1]) == dtypes((params, xs, carry))
         assert dtypes(got[0]) == dtypes(want[0])

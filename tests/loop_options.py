@@ -37,3 +37,14 @@ def fused_and_generic(loss_fn, cell, weights, opts):
                           argnums=(0, 1, 2))(params, xs, carry))
                 for impl in ("fused", "scan")]
     return values_and_grads
+
+
+def equations(fn, *args, loops=("scan", "while")):
+    """(equation, inside a loop?) for every equation of fn(*args)'s traced program,
+    nested ones included."""
+    def walk(jaxpr, in_loop):
+        for e in jaxpr.eqns:
+            yield e, in_loop
+            for sub in jax.core.jaxprs_in_params(e.params):
+                yield from walk(sub, in_loop or e.primitive.name in loops)
+    return list(walk(jax.make_jaxpr(fn)(*args).jaxpr, False))

@@ -27,7 +27,7 @@ from rnnvision.fused.conv_scan import ConvScanSpec, _kernel_grad_padding
 from rnnvision.recurrence import TimeLoop, resolve_impl, unroll
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loop_options import MASK, OPTIONS, RESETS, fused_and_generic  # noqa: E402
+from loop_options import MASK, OPTIONS, RESETS, equations, fused_and_generic  # noqa: E402
 
 B, T, HW, C, F = 3, 7, 5, 2, 3
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -270,18 +270,10 @@ def test_unroll_factor_of_both_loops(fast_compiles):
     and the factor asked for otherwise."""
     cell, params, carry, xs, weights = setup()
 
-    def unrolls(**opts):
-        jaxpr = jax.make_jaxpr(jax.grad(loss_fn(cell, weights, **opts)))(params, xs, carry)
-        found = []
-
-        def visit(jp):
-            for e in jp.eqns:
-                if e.primitive.name == "scan":
-                    found.append(int(e.params["unroll"]))
-                for sub in jax.core.jaxprs_in_params(e.params):
-                    visit(sub)
-        visit(jaxpr.jaxpr)
-        return found
+    def unrolls(**opts):  # of every scan, forward then backward
+        return [int(e.params["unroll"]) for e, _ in equations(
+            jax.grad(loss_fn(cell, weights, **opts)), params, xs, carry)
+            if e.primitive.name == "scan"]
 
     assert unrolls() == [1, 1]  # forward, backward
     assert unrolls(unroll=3) == [3, 3]

@@ -22,7 +22,7 @@ from rnnvision.fused.dense_scan import auto_unroll
 from rnnvision.recurrence import TimeLoop, resolve_impl, stream_init, stream_unroll, unroll
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loop_options import MASK, OPTIONS, RESETS, fused_and_generic  # noqa: E402
+from loop_options import MASK, OPTIONS, RESETS, equations, fused_and_generic  # noqa: E402
 
 B, T, I, H = 3, 7, 3, 5
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -226,14 +226,7 @@ def test_automatic_unroll_is_the_fast_paths_choice():
 
 def _scan_unrolls(fn, *args) -> set[int]:
     """The unroll factors of every lax.scan that tracing fn(*args) produces."""
-    def equations(jaxpr):
-        for eqn in jaxpr.eqns:
-            yield eqn
-            for sub in jax.core.jaxprs_in_params(eqn.params):
-                yield from equations(sub)
-
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
-    return {int(e.params["unroll"]) for e in equations(jaxpr) if e.primitive.name == "scan"}
+    return {int(e.params["unroll"]) for e, _ in equations(fn, *args) if e.primitive.name == "scan"}
 
 
 def test_unsupported_reasons_are_exact():
@@ -336,14 +329,8 @@ def test_input_matmul_in_loop_rule(monkeypatch):
 
 def _dots_outside_loops(fn, *args) -> int:
     """dot_general equations of fn's program that are not inside a loop."""
-    def count(jaxpr, in_loop):
-        n = 0
-        for e in jaxpr.eqns:
-            n += e.primitive.name == "dot_general" and not in_loop
-            for sub in jax.core.jaxprs_in_params(e.params):
-                n += count(sub, in_loop or e.primitive.name in ("scan", "while"))
-        return n
-    return count(jax.make_jaxpr(fn)(*args).jaxpr, False)
+    return sum(e.primitive.name == "dot_general" and not in_loop
+               for e, in_loop in equations(fn, *args))
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
@@ -377,17 +364,9 @@ def test_bfloat16_matmuls_take_bfloat16_operands(name, monkeypatch):
     force_layout(monkeypatch, "in_loop")
     _, params, carry, xs, weights = setup(name)
     cell = cells.get(name, hidden_size=H, compute_dtype="bfloat16")
-    jaxpr = jax.make_jaxpr(jax.grad(loss_fn(cell, weights), argnums=(0, 1, 2)))(
-        params, xs, carry)
-    operands = []
-
-    def visit(jp):
-        for e in jp.eqns:
-            if e.primitive.name == "dot_general":
-                operands.append(tuple(str(v.aval.dtype) for v in e.invars))
-            for sub in jax.core.jaxprs_in_params(e.params):
-                visit(sub)
-
-    visit(jaxpr.jaxpr)
+    operands = [tuple(str(v.aval.dtype) for v in e.invars)
+                for e, _ in equations(jax.grad(loss_fn(cell, weights), argnums=(0, 1, 2)),
+                                      params, xs, carry)
+                if e.primitive.name == "dot_general"]
     assert len(operands) >= 5  # forward step, dh in the backward loop, dW_h, dW_x, dx
     assert set(operands) == {("bfloat16", "bfloat16")}, operands

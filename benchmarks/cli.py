@@ -61,6 +61,37 @@ def _verbose(argv: list[str]) -> bool:
     return False
 
 
+def _parse_like(current, text: str):
+    """`text` as a value of the type of `current` (bools: true/false/1/0)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1")
+    return type(current)(text)
+
+
+def apply_sets(config, items: list[str], source: str) -> None:
+    """Apply `--set FIELD=VALUE` overrides to an unlocked config, each value parsed as the
+    type of the field it replaces; a UsageError names the item when one cannot be used."""
+    from rnnvision.config_checks import get_field, set_field
+
+    for item in items:
+        field, eq, value = item.partition("=")
+        try:
+            current = get_field(config, field)
+        except (KeyError, AttributeError):
+            current = None
+        if not eq or current is None or hasattr(current, "keys"):
+            raise UsageError(f"--set {item!r}: give FIELD=VALUE with an existing config field, "
+                             f"e.g. --set model.patch=4 (see {source})")
+        try:
+            parsed = _parse_like(current, value)
+        except ValueError:
+            raise UsageError(f"--set {item!r}: {value!r} is not a {type(current).__name__}, "
+                             f"the type of {field} (now {current!r})") from None
+        set_field(config, field, parsed)
+
+
 def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
     """main(argv), a user error turned into one line and exit code 2."""
     try:

@@ -37,10 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.cli import ArgumentParser, UsageError, run
+from benchmarks.cli import ArgumentParser, UsageError, apply_sets, run
 from configs import moving_mnist as mm_config
 from rnnvision.models.video import patchify, unpatchify
-from rnnvision.config_checks import get_field, set_field
 from rnnvision.train import build_task
 
 
@@ -105,15 +104,6 @@ def build_steps(task, batch):
     return steps
 
 
-def _parse_like(current, text: str):
-    """`text` as a value of the type of `current` (bools: true/false/1/0)."""
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(text)
-        return text.lower() in ("true", "1")
-    return type(current)(text)
-
-
 def _config(args):
     """configs/moving_mnist.py with --variant, --batch and --set applied; a UsageError (one
     line) naming the argument when one cannot be used."""
@@ -128,21 +118,7 @@ def _config(args):
         raise UsageError(f"--variant={args.variant!r}: {e}") from None
     config.unlock()
     config.train.batch_size = args.batch
-    for item in args.set:
-        field, eq, value = item.partition("=")
-        try:
-            current = get_field(config, field)
-        except (KeyError, AttributeError):
-            current = None
-        if not eq or current is None or hasattr(current, "keys"):
-            raise UsageError(f"--set {item!r}: give FIELD=VALUE with an existing config field, "
-                             "e.g. --set model.patch=4 (see configs/moving_mnist.py)")
-        try:
-            parsed = _parse_like(current, value)
-        except ValueError:
-            raise UsageError(f"--set {item!r}: {value!r} is not a {type(current).__name__}, "
-                             f"the type of {field} (now {current!r})") from None
-        set_field(config, field, parsed)
+    apply_sets(config, args.set, "configs/moving_mnist.py")
     return config
 
 

@@ -56,9 +56,11 @@ def test_moving_mnist_cells_times_every_model_and_counts_its_parameters():
     from configs import moving_mnist as mm_config
     from rnnvision.sweep.runner import parameter_count
 
-    out = moving_mnist_cells.main(["--variant=smoke", "--repeats=1"])
+    out = moving_mnist_cells.main(["--variant=smoke", "--repeats=1", "--set", "train.batch_size=2"])
     models = ["conv_lstm", "predrnn", "predrnn_pp"]
     assert list(out["step_seconds"]) == models and all(v > 0 for v in out["step_seconds"].values())
+    for name in models:  # the --set batch of 2 (smoke's own is 4)
+        assert out["sequences_per_second"][name] == pytest.approx(2 / out["step_seconds"][name])
     assert out["ratio_to_first"]["predrnn"] == pytest.approx(
         out["step_seconds"]["predrnn"] / out["step_seconds"]["conv_lstm"])
     for name, variant in [("conv_lstm", "smoke"), ("predrnn", "predrnn,smoke"),
@@ -68,7 +70,9 @@ def test_moving_mnist_cells_times_every_model_and_counts_its_parameters():
 
 @pytest.mark.parametrize("argv, match", [(["--models=conv_lstm,pixelcnn"], "--models"),
                                          (["--repeats=0"], "--repeats"),
-                                         (["--variant=huge"], "--variant")])
+                                         (["--variant=huge"], "--variant"),
+                                         (["--set", "train.batch=8"], "train.batch=8"),
+                                         (["--set", "train.batch_size=eight"], "not a int")])
 def test_moving_mnist_cells_refuses_bad_arguments_before_compiling(argv, match):
     with pytest.raises(moving_mnist_cells.UsageError, match=match):
         moving_mnist_cells.main(argv)

@@ -53,6 +53,35 @@ Expected results:
     `:predrnn,real --config.train.num_steps=1450 --config.objective.loss=bce` (per-pixel
       cross-entropy instead of MSE; other jobs shared the cores): MSE 120.4, SSIM 0.570:
       sharper frames by SSIM, but no better by MSE than the MSE loss's 117.1.
+  Batch and learning rate at equal wall-clock (2026-12-02, `:predrnn,real` plus the
+  overrides; one seed each, so differences of a point or two are within noise not yet
+  measured). A batch-8 step costs 0.54x a batch-16 step and a batch-4 step 0.52x a
+  batch-8 one (the trainer's compiled steps timed alternately in one process, as
+  `benchmarks.moving_mnist_cells` does), so 15 minutes hold 1450 / 2680 / 5150 steps;
+  scheduled sampling ends after the same number of sequences (9600):
+    batch 16, lr 4e-3, 1450 steps: MSE 113.6, SSIM 0.510 (16 min 24 s; a slow spell of
+      the VM: the same steps ran at 1.56/s against 1.73/s in the morning).
+    batch 8, lr 2e-3, 2680 steps, sampling_steps 1200: MSE 112.7, SSIM 0.516 (14 min 7 s
+      on the idle machine).
+    batch 8, lr 4e-3, 2680 steps, sampling_steps 1200: MSE 111.1, SSIM 0.521, PSNR 15.9 dB
+      (62.0 at the first predicted frame, 140.1 at the tenth; a timing run shared the
+      cores for part of it, so no wall time).
+    batch 4, lr 3e-3, 5150 steps, sampling_steps 2400: MSE 111.0, SSIM 0.519 (run beside
+      another trial, so no wall time).
+    batch 8, lr 4e-3, hidden_size 48 (1.63x the step: 1640 steps), sampling_steps 740:
+      MSE 112.0, SSIM 0.483 (beside another trial).
+  Smaller batches and a larger rate buy about 6 points over the 117.1 above, then the
+  gains stop: every variant lands at 111-113, 11 points above 100. Even the first
+  predicted frame, read from the true context, is at 62 (copy-last 198): the one-step
+  fidelity of a 2 x 32 model on the 8x8 patch grid limits, not the forecast horizon; a
+  model that reaches 100 in 15 CPU minutes is still to be found.
+  The same recipe (batch 8, lr 4e-3, sampling_steps 1200) for the other models, steps
+  for the same 15 minutes (README table; other trials shared the cores, so no wall times):
+    `:real`, ConvLSTM, 5050 steps: MSE 121.6, SSIM 0.432, PSNR 15.5 dB.
+    `:predrnn_pp,real`, 1910 steps: MSE 111.6, SSIM 0.533, PSNR 15.9 dB.
+    `:predrnn_v2,real`, 2680 steps, rss_start 600, rss_stop 1200, rss_time_constant 120
+      (the defaults' steps doubled for batch 8): MSE 128.1, SSIM 0.463: reverse
+      scheduled sampling and the decoupling loss cost 17 points at this budget.
   Throughput (`python -m benchmarks.moving_mnist_throughput`, same machine and date):
     a training step of this config runs 66.4 sequences/s against 3.4 for the same
     predictor built from flax.linen.ConvLSTMCell under nn.RNN (19.4x); the generator

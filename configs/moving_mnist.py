@@ -46,8 +46,8 @@ Expected results:
       trainer's three compiled steps timed alternately in one process; parameters
       186,688 / 366,080 / 513,536), so 15 minutes hold about 1450 of its steps (benchmarks/NOTES.md M1).
     `:predrnn,real --config.train.num_steps=1450` on the idle machine: 14 min 43 s in all
-      (compilation and evaluation included), MSE 117.1, SSIM 0.500, PSNR 15.7 dB: the
-      best 15-minute figure so far, still above 100.
+      (compilation and evaluation included), MSE 117.1, SSIM 0.500, PSNR 15.7 dB (batch 16;
+      batch 8 does better, below).
     `:predrnn_pp,real --config.train.num_steps=1040` on the idle machine: 16 min 35 s in
       all, MSE 115.1, SSIM 0.540, PSNR 15.7 dB (over the 15 minutes: fewer steps next time).
     `:predrnn,real --config.train.num_steps=1450 --config.objective.loss=bce` (per-pixel
